@@ -1,0 +1,1 @@
+"""MuseGen core: music type, formats, models, rendering and feedback — everything except the UI."""

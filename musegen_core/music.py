@@ -1,0 +1,180 @@
+"""The one music type spoken by every module: `Piece` → `Part` → `Note`.
+
+Units: time is in **beats**, where one beat is one quarter note (music21's "quarter length"), counted from the
+start of the piece (the start of the first, possibly incomplete, bar). Pitches are MIDI numbers (60 = C4).
+All objects are frozen and validate themselves, so a `Piece` that exists is a `Piece` every module can trust.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+PITCH_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
+MODES = ("major", "minor")
+ALLOWED_DENOMINATORS = (1, 2, 4, 8, 16)
+
+
+def pitch_name(pitch: int) -> str:
+    """Scientific pitch name of a MIDI number: 60 → "C4", 70 → "Bb4"."""
+    return f"{PITCH_NAMES[pitch % 12]}{pitch // 12 - 1}"
+
+
+@dataclass(frozen=True)
+class Note:
+    """One sounding note. `start_beats`/`duration_beats` in quarter notes; `velocity` 1–127."""
+
+    pitch: int
+    start_beats: float
+    duration_beats: float
+    velocity: int = 90
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.pitch <= 127:
+            raise ValueError(f"pitch must be within 0 and 127 (received {self.pitch})")
+        if not 1 <= self.velocity <= 127:
+            raise ValueError(f"velocity must be within 1 and 127 (received {self.velocity})")
+        if not (math.isfinite(self.start_beats) and self.start_beats >= 0):
+            raise ValueError(f"start_beats must be finite and >= 0 (received {self.start_beats})")
+        if not (math.isfinite(self.duration_beats) and self.duration_beats > 0):
+            raise ValueError(f"duration_beats must be finite and > 0 (received {self.duration_beats})")
+
+    @property
+    def end_beats(self) -> float:
+        return self.start_beats + self.duration_beats
+
+    @property
+    def name(self) -> str:
+        return pitch_name(self.pitch)
+
+
+@dataclass(frozen=True)
+class Part:
+    """One instrument line. Notes are kept sorted by (start, pitch); `program` is a General MIDI program 0–127."""
+
+    name: str
+    notes: tuple[Note, ...] = ()
+    program: int = 0
+    is_drum: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.program <= 127:
+            raise ValueError(f"program must be within 0 and 127 (received {self.program})")
+        ordered = tuple(sorted(self.notes, key=lambda n: (n.start_beats, n.pitch)))
+        object.__setattr__(self, "notes", ordered)
+
+    @property
+    def end_beats(self) -> float:
+        return max((n.end_beats for n in self.notes), default=0.0)
+
+    def is_monophonic(self) -> bool:
+        """True when no two notes sound at the same time (touching notes are fine)."""
+        return all(a.end_beats <= b.start_beats + 1e-9 for a, b in zip(self.notes, self.notes[1:], strict=False))
+
+
+@dataclass(frozen=True)
+class Key:
+    """A key: tonic pitch class (0 = C) and mode."""
+
+    tonic_pc: int
+    mode: str = "major"
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.tonic_pc <= 11:
+            raise ValueError(f"tonic_pc must be within 0 and 11 (received {self.tonic_pc})")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES} (received {self.mode!r})")
+
+    @property
+    def name(self) -> str:
+        return f"{PITCH_NAMES[self.tonic_pc]} {self.mode}"
+
+
+@dataclass(frozen=True)
+class TimeSignature:
+    numerator: int = 4
+    denominator: int = 4
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.numerator <= 64:
+            raise ValueError(f"time-signature numerator must be within 1 and 64 (received {self.numerator})")
+        if self.denominator not in ALLOWED_DENOMINATORS:
+            raise ValueError(
+                f"time-signature denominator must be one of {ALLOWED_DENOMINATORS} (received {self.denominator})"
+            )
+
+    @property
+    def bar_beats(self) -> float:
+        """Length of one bar in quarter-note beats (6/8 → 3.0)."""
+        return self.numerator * 4 / self.denominator
+
+    def __str__(self) -> str:
+        return f"{self.numerator}/{self.denominator}"
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A piece of music: parts plus the global tempo, meter and key.
+
+    `pickup_beats` is the length of an incomplete first bar (anacrusis); bar lines fall at
+    `pickup_beats + k * bar_beats` (and at 0). Tempo and meter are the piece's first ones: the app works with
+    melodies, and later changes are not modelled.
+    """
+
+    parts: tuple[Part, ...]
+    tempo_bpm: float = 120.0
+    time_signature: TimeSignature = field(default_factory=TimeSignature)
+    key: Key | None = None
+    title: str = ""
+    pickup_beats: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.tempo_bpm) and 10 <= self.tempo_bpm <= 400):
+            raise ValueError(f"tempo_bpm must be within 10 and 400 (received {self.tempo_bpm})")
+        if not 0 <= self.pickup_beats < self.time_signature.bar_beats:
+            raise ValueError(
+                f"pickup_beats must be within 0 and one bar ({self.time_signature.bar_beats}) "
+                f"(received {self.pickup_beats})"
+            )
+        object.__setattr__(self, "parts", tuple(self.parts))
+
+    @property
+    def end_beats(self) -> float:
+        return max((p.end_beats for p in self.parts), default=0.0)
+
+    @property
+    def note_count(self) -> int:
+        return sum(len(p.notes) for p in self.parts)
+
+    @property
+    def seconds_per_beat(self) -> float:
+        return 60.0 / self.tempo_bpm
+
+    @property
+    def duration_seconds(self) -> float:
+        return self.end_beats * self.seconds_per_beat
+
+    def bar_lines_beats(self) -> list[float]:
+        """Bar-line positions (beats) from 0 up to and including the end of the last bar that holds a note."""
+        bar = self.time_signature.bar_beats
+        first = self.pickup_beats if self.pickup_beats > 0 else bar
+        lines = [0.0]
+        position = first
+        while position < self.end_beats + 1e-9:
+            lines.append(position)
+            position += bar
+        lines.append(position)
+        return lines
+
+    def bar_count(self) -> int:
+        """Number of bars (a pickup counts as one) covering every note."""
+        return len(self.bar_lines_beats()) - 1
+
+    def with_parts(self, parts: tuple[Part, ...] | list[Part]) -> Piece:
+        return replace(self, parts=tuple(parts))
+
+    def only_part(self, index: int) -> Piece:
+        """This piece reduced to one of its parts (e.g. the melody track the user picked)."""
+        if not 0 <= index < len(self.parts):
+            raise IndexError(f"part index must be within 0 and {len(self.parts) - 1} (received {index})")
+        return self.with_parts((self.parts[index],))
