@@ -77,6 +77,8 @@ def skyline(part: Part) -> list[Note]:
         if kept is None or note.pitch > kept.pitch:
             by_onset[note.start_beats] = note
     line = [by_onset[t] for t in sorted(by_onset)]
+    if not line:
+        return []
     cut = []
     for note, following in zip(line, [*line[1:], None], strict=True):
         end = note.end_beats if following is None else min(note.end_beats, following.start_beats)
@@ -87,7 +89,9 @@ def skyline(part: Part) -> list[Note]:
 def piece_to_tokens(piece: Piece, part_index: int = 0, total_steps: int | None = None) -> EncodedMelody:
     """Encode one part of a piece. `total_steps` pads with rests (or truncates) to a fixed length."""
     notes = skyline(piece.parts[part_index])
-    end_step = max((round(n.end_beats * STEPS_PER_BEAT) for n in notes), default=0)
+    end_step = max(
+        (max(round(n.start_beats * STEPS_PER_BEAT) + 1, round(n.end_beats * STEPS_PER_BEAT)) for n in notes), default=0
+    )
     steps = end_step if total_steps is None else total_steps
     tokens = np.full(steps, REST, dtype=np.int64)
     for note in notes:  # in onset order: a later onset rounded onto an earlier note's steps cuts it

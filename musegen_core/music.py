@@ -158,9 +158,10 @@ class Piece:
         """Bar-line positions (beats) from 0 up to and including the end of the last bar that holds a note."""
         bar = self.time_signature.bar_beats
         first = self.pickup_beats if self.pickup_beats > 0 else bar
+        end = self.end_beats
         lines = [0.0]
         position = first
-        while position < self.end_beats + 1e-9:
+        while position < end - 1e-9:
             lines.append(position)
             position += bar
         lines.append(position)
@@ -169,6 +170,18 @@ class Piece:
     def bar_count(self) -> int:
         """Number of bars (a pickup counts as one) covering every note."""
         return len(self.bar_lines_beats()) - 1
+
+    def shifted(self, delta_beats: float) -> Piece:
+        """The same music moved in time by `delta_beats` (negative: earlier); notes must stay at >= 0.
+
+        Bar lines move with the notes: the pickup becomes `(pickup_beats + delta_beats) mod bar length`.
+        """
+        parts = [
+            replace(p, notes=tuple(replace(n, start_beats=n.start_beats + delta_beats) for n in p.notes))
+            for p in self.parts
+        ]
+        pickup = (self.pickup_beats + delta_beats) % self.time_signature.bar_beats
+        return replace(self, parts=tuple(parts), pickup_beats=pickup)
 
     def with_parts(self, parts: tuple[Part, ...] | list[Part]) -> Piece:
         return replace(self, parts=tuple(parts))

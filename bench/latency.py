@@ -1,0 +1,110 @@
+"""Click-to-sound latency: what a producer waits for after pressing Generate.
+
+One "click" = continue a real held-out tune for 16 bars with the shipped model + render the result to WAV with
+FluidSynth + build the plotly piano-roll (and serialise it, as Streamlit does). Reports p50/p95 over repeats after
+warm-up, per stage, and FluidSynth render speed next to `pretty_midi.PrettyMIDI.fluidsynth()` in the same run.
+
+    .venv/bin/python bench/latency.py [--repeats 30] [--model lstm-folk]
+
+Prints a table and writes bench/results/latency.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import music21
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from render_speed import measure_render_speed
+
+from musegen_core.formats import load_piece
+from musegen_core.generate import continue_melody
+from musegen_core.models.registry import load_model
+from musegen_core.music import Piece
+from musegen_core.render.audio import Synthesizer
+from musegen_core.render.pianoroll import PRIME_COLOR, TAKE_COLOR, RollLayer, piano_roll
+
+RESULTS = Path(__file__).resolve().parent / "results" / "latency.json"
+PRIME_FILE = Path(music21.__file__).parent / "corpus" / "oneills1850" / "0001-0050.abc"
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def one_click(model: object, synth: Synthesizer, prime: Piece, seed: int) -> dict[str, float]:
+    """Seconds spent per stage for one Generate click."""
+    stages: dict[str, float] = {}
+    start = time.perf_counter()
+    take = continue_melody(model, prime, bars=16, temperature=1.0, seed=seed)
+    stages["generate"] = time.perf_counter() - start
+    mark = time.perf_counter()
+    synth.render_wav(take.joined())
+    stages["render_wav"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    layers = [RollLayer("Prime", take.prime, PRIME_COLOR), RollLayer("Continuation", take.generated, TAKE_COLOR)]
+    piano_roll(layers).to_json()
+    stages["piano_roll"] = time.perf_counter() - mark
+    stages["total"] = time.perf_counter() - start
+    return stages
+
+
+def timed(run: Callable[[int], dict[str, float]], repeats: int, warmup: int = 3) -> dict[str, list[float]]:
+    for seed in range(warmup):
+        run(seed)
+    samples: dict[str, list[float]] = {}
+    for seed in range(repeats):
+        for stage, seconds in run(1000 + seed).items():
+            samples.setdefault(stage, []).append(seconds)
+    return samples
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--model", default="lstm-folk")
+    args = parser.parse_args()
+
+    torch.set_num_threads(torch.get_num_threads())
+    prime = load_piece(PRIME_FILE.read_bytes(), PRIME_FILE.name, tune_index=0)
+    model, synth = load_model(args.model), Synthesizer()
+    samples = timed(lambda seed: one_click(model, synth, prime, seed), args.repeats)
+    latency = {
+        stage: {"p50_ms": 1000 * statistics.median(v), "p95_ms": 1000 * percentile(v, 0.95)}
+        for stage, v in samples.items()
+    }
+    render = measure_render_speed(prime, repeats=10)
+    report = {
+        "machine": {"cpu_count": torch.get_num_threads(), "platform": platform.platform()},
+        "model": args.model,
+        "prime": f"{PRIME_FILE.name} tune 1 ({prime.note_count} notes)",
+        "repeats": args.repeats,
+        "click_to_sound": latency,
+        "render_speed": render,
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    print_table(report)
+
+
+def print_table(report: dict) -> None:
+    print(f"click to sound: 16-bar continuation with {report['model']}, {report['repeats']} repeats after warm-up")
+    print("| stage | p50 ms | p95 ms |\n|---|---:|---:|")
+    for stage, values in report["click_to_sound"].items():
+        print(f"| {stage} | {values['p50_ms']:.1f} | {values['p95_ms']:.1f} |")
+    print()
+    print(json.dumps(report["render_speed"], indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""The `musegen` command: check, generate and train from a shell (scripts, DAW users, CI)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from musegen_core.errors import FormatError, MusegenError
+from musegen_core.formats import MusicFile, default_melody_part, open_music_file
+from musegen_core.music import Piece
+
+DEFAULT_MODEL = "lstm-folk"
+log = logging.getLogger("musegen")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except MusegenError as exc:
+        return _fail(str(exc), getattr(args, "json", False))
+    except Exception as exc:  # boundary: one line for the user, the traceback only with --verbose
+        log.debug("unexpected error", exc_info=True)
+        return _fail(f"internal error ({exc.__class__.__name__}): {exc}", getattr(args, "json", False), code=2)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="musegen", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    check = commands.add_parser("check", help="parse a melody file and summarise it")
+    check.add_argument("file", type=Path)
+    check.add_argument("--tune", type=int, default=0, help="tune index in a multi-tune ABC file (from 0)")
+    check.add_argument("--json", action="store_true", help="print JSON instead of text")
+    check.set_defaults(run=_check)
+
+    generate = commands.add_parser("generate", help="continue a melody with a trained model")
+    generate.add_argument("file", type=Path)
+    generate.add_argument("--bars", type=int, default=8)
+    generate.add_argument("--temperature", type=float, default=1.0)
+    generate.add_argument("--top-p", type=float, default=1.0)
+    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--model", default=DEFAULT_MODEL, help="installed model name (see models/)")
+    generate.add_argument("--tune", type=int, default=0, help="tune index in a multi-tune ABC file")
+    generate.add_argument("--part", type=int, default=None, help="melody track index (default: best guess)")
+    generate.add_argument("--out", type=Path, required=True, help="MIDI file to write (prime + continuation)")
+    generate.add_argument("--wav", type=Path, default=None, help="also render the result to this WAV file")
+    generate.set_defaults(run=_generate)
+
+    from musegen_core.training import train  # torch is imported only for commands that need it
+
+    train_parser = commands.add_parser("train", help="train a model on the bundled corpora")
+    train.add_arguments(train_parser)
+    train_parser.set_defaults(run=train.run)
+    return parser
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise FormatError(f"Cannot read {path}: {exc.strerror or exc}.") from exc
+
+
+def _open(path: Path) -> MusicFile:
+    return open_music_file(_read(path), path.name)
+
+
+def _check(args: argparse.Namespace) -> int:
+    music_file = _open(args.file)
+    piece = music_file.load(args.tune)
+    summary = _summary(music_file, piece, args.tune)
+    if args.json:
+        print(json.dumps({"ok": True, **summary}))
+    else:
+        for key, value in summary.items():
+            print(f"{key:>12}: {value}")
+    return 0
+
+
+def _summary(music_file: MusicFile, piece: Piece, tune: int) -> dict[str, Any]:
+    return {
+        "file": music_file.filename,
+        "format": music_file.format,
+        "tunes": len(music_file.tune_titles),
+        "tune": music_file.tune_titles[tune],
+        "tracks": [{"name": p.name, "notes": len(p.notes), "program": p.program} for p in piece.parts],
+        "melody_track": default_melody_part(piece),
+        "notes": piece.note_count,
+        "bars": piece.bar_count(),
+        "meter": str(piece.time_signature),
+        "key": piece.key.name if piece.key else None,
+        "tempo_bpm": piece.tempo_bpm,
+    }
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from musegen_core.formats.midi import piece_to_midi
+    from musegen_core.generate import continue_melody
+    from musegen_core.models.registry import load_model
+
+    piece = _open(args.file).load(args.tune)
+    part = default_melody_part(piece) if args.part is None else args.part
+    if not 0 <= part < len(piece.parts):
+        raise FormatError(f"--part must be within 0 and {len(piece.parts) - 1} (received {part}).")
+    result = continue_melody(
+        load_model(args.model), piece, part_index=part, bars=args.bars,
+        temperature=args.temperature, top_p=args.top_p, seed=args.seed,
+    )  # fmt: skip
+    args.out.write_bytes(piece_to_midi(result.joined()))
+    print(f"wrote {args.out} ({len(result.generated.parts[0].notes)} new notes over {args.bars} bars)")
+    if args.wav:
+        from musegen_core.render.audio import Synthesizer
+
+        args.wav.write_bytes(Synthesizer().render_wav(result.joined()))
+        print(f"wrote {args.wav}")
+    return 0
+
+
+def _fail(message: str, as_json: bool, code: int = 1) -> int:
+    line = " ".join(message.split())
+    if as_json:
+        print(json.dumps({"ok": False, "error": line}))
+    else:
+        print(f"musegen: {line}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

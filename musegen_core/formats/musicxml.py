@@ -1,0 +1,166 @@
+"""MusicXML (`.musicxml`/`.xml`, and compressed `.mxl`) → `Piece`, through music21's MusicXML importer.
+
+Untrusted input is checked before any parser sees it: a `.mxl` archive is inspected (member count, total
+uncompressed size, compression ratio, member paths) before anything is decompressed, and XML that declares
+entities (billion-laughs bombs, external entities/XXE) is refused outright. The XML is parsed here with
+ElementTree and handed to music21 as a tree, so music21 never reads files or its pickle cache.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import re
+import xml.etree.ElementTree as ET
+import zipfile
+from pathlib import PurePosixPath
+
+from music21.musicxml import xmlToM21
+
+from musegen_core.errors import FormatError
+from musegen_core.formats.midi import MAX_NOTES
+from musegen_core.formats.score import stream_to_piece
+from musegen_core.music import Piece
+
+MAX_ARCHIVE_MEMBERS = 100
+MAX_UNCOMPRESSED_BYTES = 20 * 1024 * 1024  # total of all members of a .mxl archive
+MAX_COMPRESSION_RATIO = 200  # MusicXML compresses ~10-50x; far beyond that is a zip bomb
+_ZIP_MAGIC = b"PK\x03\x04"
+_ENTITY_MARKERS = tuple("<!ENTITY".encode(codec) for codec in ("utf-8", "utf-16-le", "utf-16-be"))
+_UPLOAD_HINT = "Export the score again as MusicXML (.musicxml or .mxl) from your notation program."
+
+
+def musicxml_to_piece(data: bytes) -> Piece:
+    """Read MusicXML bytes (plain XML or a `.mxl` zip) into a `Piece`.
+
+    Raises:
+        FormatError: unsafe archive or XML, malformed XML, not MusicXML, more than `MAX_NOTES` <note> elements
+            (checked before parsing: music21 needs ~10 s for 20,000), or a file music21 cannot import.
+    """
+    root = parse_musicxml_root(musicxml_bytes(data))
+    note_elements = sum(1 for _ in root.iter("note"))  # rests included; music21 needs ~10 s for 20,000
+    if note_elements > MAX_NOTES:
+        raise FormatError(
+            f"This MusicXML file has {note_elements:,} notes and rests; MuseGen reads at most {MAX_NOTES:,}."
+        )
+    importer = xmlToM21.MusicXMLImporter()
+    try:
+        importer.xmlRootToScore(root, importer.stream)
+        return stream_to_piece(importer.stream)
+    except FormatError:
+        raise
+    except Exception as error:  # boundary: music21 raises several exception types on odd MusicXML
+        reason = " ".join(str(error).split())[:120] or type(error).__name__
+        raise FormatError(f"music21 could not read this MusicXML file ({reason}). {_UPLOAD_HINT}") from error
+
+
+def musicxml_bytes(data: bytes) -> bytes:
+    """The MusicXML document itself: `data` unchanged, or the root file of a `.mxl` archive, checked first."""
+    return _read_mxl(data) if data.startswith(_ZIP_MAGIC) else data
+
+
+def musicxml_title(xml: bytes) -> str:
+    """The work or movement title, found by a quick text search (no parsing); "" when there is none."""
+    head = xml[:65536].decode("utf-8", errors="replace")
+    for tag in ("work-title", "movement-title"):
+        match = re.search(rf"<{tag}>([^<]*)</{tag}>", head)
+        if match and match.group(1).strip():
+            return " ".join(html.unescape(match.group(1)).split())
+    return ""
+
+
+def parse_musicxml_root(xml: bytes) -> ET.Element:
+    """Parse XML safely into its root element; a `score-timewise` document is turned into `score-partwise`."""
+    if any(marker in xml for marker in _ENTITY_MARKERS):
+        raise FormatError(
+            "This XML file declares entities (<!ENTITY>), which MuseGen refuses for safety. " + _UPLOAD_HINT
+        )
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError as error:
+        raise FormatError(f"This file is not well-formed XML ({error}). {_UPLOAD_HINT}") from error
+    if root.tag == "score-timewise":
+        root = _timewise_to_partwise(root)
+    if root.tag != "score-partwise":
+        raise FormatError(f"This XML file is not MusicXML (its root element is <{root.tag}>). {_UPLOAD_HINT}")
+    return root
+
+
+def _timewise_to_partwise(root: ET.Element) -> ET.Element:
+    """Regroup measure → part into part → measure (what the MusicXML spec's XSLT does)."""
+    partwise = ET.Element("score-partwise", root.attrib)
+    partwise.extend(child for child in root if child.tag != "measure")
+    parts: dict[str | None, ET.Element] = {}
+    for measure in root.iter("measure"):
+        for part in measure.iter("part"):
+            if part.get("id") not in parts:
+                parts[part.get("id")] = ET.SubElement(partwise, "part", part.attrib)
+            ET.SubElement(parts[part.get("id")], "measure", measure.attrib).extend(list(part))
+    return partwise
+
+
+def _read_mxl(data: bytes) -> bytes:
+    """The root MusicXML file of a `.mxl` archive, after checking the archive is safe to decompress."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, OSError) as error:
+        raise FormatError(f"This .mxl file is not a valid zip archive ({error}). {_UPLOAD_HINT}") from error
+    with archive:
+        _check_archive(archive.infolist())
+        name = _rootfile_name(archive)
+        try:
+            return archive.read(name)
+        except Exception as error:  # boundary: zipfile raises BadZipFile, zlib.error, EOFError on damaged members
+            raise FormatError(f"This .mxl archive is damaged ({error}). {_UPLOAD_HINT}") from error
+
+
+def _check_archive(members: list[zipfile.ZipInfo]) -> None:
+    """Refuse archives with too many members, too much (or too compressed) content, or paths outside the archive."""
+    if len(members) > MAX_ARCHIVE_MEMBERS:
+        raise FormatError(
+            f"This .mxl archive holds {len(members)} files; MuseGen accepts at most {MAX_ARCHIVE_MEMBERS}."
+        )
+    total = sum(member.file_size for member in members)
+    if total > MAX_UNCOMPRESSED_BYTES:
+        raise FormatError(
+            f"This .mxl archive would unpack to {total / 2**20:.1f} MB; "
+            f"MuseGen accepts at most {MAX_UNCOMPRESSED_BYTES // 2**20} MB."
+        )
+    for member in members:
+        path = PurePosixPath(member.filename.replace("\\", "/"))
+        if path.is_absolute() or ".." in path.parts or ":" in member.filename:
+            raise FormatError(f"This .mxl archive contains an unsafe path ({member.filename!r}). {_UPLOAD_HINT}")
+        if member.file_size > 1_000_000 and member.file_size > MAX_COMPRESSION_RATIO * max(member.compress_size, 1):
+            raise FormatError(
+                f"This .mxl archive is compressed more than {MAX_COMPRESSION_RATIO}:1, like a zip bomb. {_UPLOAD_HINT}"
+            )
+
+
+def _rootfile_name(archive: zipfile.ZipFile) -> str:
+    """The score named by META-INF/container.xml, else the first .xml/.musicxml file outside META-INF."""
+    names = archive.namelist()
+    if "META-INF/container.xml" in names:
+        try:
+            container = _container_rootfiles(archive.read("META-INF/container.xml"))
+        except FormatError:
+            container = []
+        for path in container:
+            if path in names:
+                return path
+    scores = [n for n in names if n.lower().endswith((".xml", ".musicxml")) and not n.startswith("META-INF/")]
+    if not scores:
+        raise FormatError(f"This .mxl archive contains no MusicXML file. {_UPLOAD_HINT}")
+    return scores[0]
+
+
+def _container_rootfiles(xml: bytes) -> list[str]:
+    """`full-path`s of the MusicXML rootfiles listed in a `.mxl` container.xml, in order (namespace-agnostic)."""
+    if any(marker in xml for marker in _ENTITY_MARKERS):
+        raise FormatError("This .mxl container.xml declares entities, which MuseGen refuses for safety.")
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError as error:
+        raise FormatError(f"This .mxl container.xml is not well-formed XML ({error}).") from error
+    rootfiles = [e for e in root.iter() if e.tag.rsplit("}", 1)[-1] == "rootfile" and e.get("full-path")]
+    musicxml = [e for e in rootfiles if "musicxml" in (e.get("media-type") or "musicxml")]
+    return [e.get("full-path", "") for e in musicxml or rootfiles]

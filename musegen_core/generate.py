@@ -1,0 +1,127 @@
+"""Generation modes over `Piece`s. For now: continue a melody with a trained autoregressive model.
+
+The prime is encoded with the shared token encoding, padded with rests to the end of its last bar, and the model
+samples whole bars after it. Sampling uses a `torch.Generator` seeded from `seed` (the global RNG is never touched),
+so the same model, prime and controls always give the same notes.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from musegen_core import encoding
+from musegen_core.errors import ControlError
+from musegen_core.models.registry import MelodyModel
+from musegen_core.music import Part, Piece
+
+MAX_BARS = 64
+TEMPERATURE_RANGE = (0.05, 5.0)
+MAX_SEED = 2**31 - 1
+CONTEXT_BARS = 16  # the model reads at most this many bars of the prime
+
+
+@dataclass(frozen=True)
+class Continuation:
+    """A prime melody and the bars generated after it (both single-part pieces on the same time line)."""
+
+    prime: Piece  # the user's melody part, as given
+    generated: Piece  # the new notes only, in absolute beats: they start at the first bar line after the prime
+
+    def joined(self) -> Piece:
+        """Prime and continuation in one part (for MIDI export and playback)."""
+        part = self.prime.parts[0]
+        notes = part.notes + self.generated.parts[0].notes
+        return self.prime.with_parts((Part(part.name, notes, part.program, part.is_drum),))
+
+
+def continue_melody(
+    model: MelodyModel,
+    prime: Piece,
+    *,
+    part_index: int = 0,
+    bars: int = 8,
+    temperature: float = 1.0,
+    seed: int = 0,
+    top_p: float = 1.0,
+) -> Continuation:
+    """Continue one part of `prime` by `bars` bars of its meter.
+
+    Args:
+        model: a loaded melody model (see `musegen_core.models.registry.load_model`).
+        prime: the piece holding the melody; its tempo, meter, key and pickup carry over.
+        part_index: which part is the melody (polyphonic parts are reduced to their top line).
+        bars: bars to generate, 1–64.
+        temperature: sampling temperature, 0.05–5 (lower = safer, higher = wilder).
+        seed: 0 to 2**31 − 1; the same seed gives the same continuation.
+        top_p: nucleus sampling mass in (0, 1] (1 = off).
+
+    Raises:
+        ControlError: a control is out of range, the part index does not exist, or the melody has no notes.
+    """
+    _check_controls(bars, temperature, seed, top_p)
+    melody = _melody_part(prime, part_index)
+    context, positions, start_step = _model_inputs(melody, int(bars))
+    new = model.generate(
+        torch.from_numpy(context),
+        torch.from_numpy(positions),
+        len(positions) - len(context),
+        temperature=temperature,
+        top_p=top_p,
+        generator=torch.Generator().manual_seed(int(seed)),
+    )
+    return Continuation(melody, _generated_piece(melody, new.numpy(), start_step))
+
+
+def _check_controls(bars: int, temperature: float, seed: int, top_p: float) -> None:
+    if not (_is_whole(bars) and 1 <= bars <= MAX_BARS):
+        raise ControlError(f"bars must be a whole number within 1 and {MAX_BARS} (received {bars!r})")
+    low, high = TEMPERATURE_RANGE
+    if not low <= temperature <= high:
+        raise ControlError(f"temperature must be within {low} and {high} (received {temperature!r})")
+    if not (_is_whole(seed) and 0 <= seed <= MAX_SEED):
+        raise ControlError(f"seed must be a whole number within 0 and {MAX_SEED} (received {seed!r})")
+    if not 0 < top_p <= 1:
+        raise ControlError(f"top_p must be within 0 (excluded) and 1 (received {top_p!r})")
+
+
+def _is_whole(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _melody_part(prime: Piece, part_index: int) -> Piece:
+    """The chosen part as a one-part piece; refuses a missing part or a part without notes."""
+    if not 0 <= part_index < len(prime.parts):
+        raise ControlError(f"part_index must be within 0 and {len(prime.parts) - 1} (received {part_index})")
+    melody = prime.only_part(part_index)
+    if not melody.parts[0].notes:
+        raise ControlError("the melody to continue has no notes: pick a part with notes or add a few notes first")
+    return melody
+
+
+def _model_inputs(melody: Piece, bars: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Context tokens (the prime padded with rests to its next bar line, at most `CONTEXT_BARS` bars of it), bar
+    positions of every context and generated step, and the step (from the piece's start) where generation begins."""
+    encoded = encoding.piece_to_tokens(melody)
+    bar_steps, offset = encoded.bar_steps, encoded.offset_steps
+    start_step = _first_bar_line(len(encoded.tokens), bar_steps, offset)
+    context_start = max(0, start_step - CONTEXT_BARS * bar_steps)
+    padding = np.full(start_step - len(encoded.tokens), encoding.REST, dtype=np.int64)
+    context = np.concatenate([encoded.tokens, padding])[context_start:]
+    positions = encoding.bar_positions(len(context) + bars * bar_steps, bar_steps, offset, start=context_start)
+    return context, positions, start_step
+
+
+def _first_bar_line(end_step: int, bar_steps: int, offset_steps: int) -> int:
+    """The first step at or after `end_step` that starts a bar (position 0)."""
+    return end_step + (-(end_step + offset_steps)) % bar_steps
+
+
+def _generated_piece(melody: Piece, tokens: np.ndarray, start_step: int) -> Piece:
+    """Decode generated tokens into a one-part piece; step 0 lies at `start_step` (in sixteenths from the start)."""
+    part = melody.parts[0]
+    notes = encoding.tokens_to_notes(tokens, start_beats=start_step / encoding.STEPS_PER_BEAT)
+    return melody.with_parts((Part(part.name, tuple(notes), part.program, part.is_drum),))

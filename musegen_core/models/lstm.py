@@ -1,0 +1,141 @@
+"""Melody LSTM: a MelodyRNN-style next-step model over the shared 16th-note token encoding.
+
+At step t the network reads the token of step t together with the *bar position of step t + 1* (the step it is about
+to predict), so it always knows where the next bar line falls, whatever the meter or pickup:
+
+    input_t  = [token_embedding(tokens[t]) ; position_embedding(positions[t])]      positions[t] = position of step t+1
+    logits_t = head(LSTM(input_0 .. input_t))                                      → distribution of tokens[t + 1]
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from torch import nn
+
+from musegen_core import encoding
+from musegen_core.models import sampling
+
+FAMILY = "lstm"
+
+LSTMState = tuple[torch.Tensor, torch.Tensor]  # (h, c), each (layers, batch, hidden)
+
+
+@dataclass(frozen=True)
+class LSTMConfig:
+    """Hyper-parameters of `MelodyLSTM`; every field is JSON-native so it round-trips through `config.json`."""
+
+    vocab_size: int = encoding.VOCAB_SIZE  # tokens in and out: REST, HOLD, NOTE_ON + pitch
+    positions: int = encoding.MAX_BAR_STEPS  # distinct position-in-bar indices
+    token_dim: int = 64  # token embedding width
+    position_dim: int = 16  # position-in-bar embedding width
+    hidden: int = 256  # LSTM hidden and cell width
+    layers: int = 2  # stacked LSTM layers
+    dropout: float = 0.2  # dropout on embeddings, between LSTM layers and before the head (training only)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> LSTMConfig:
+        """Build from a dict, refusing unknown or missing fields (a checkpoint must match this code exactly)."""
+        names = {f.name for f in fields(cls)}
+        unknown, missing = sorted(set(data) - names), sorted(names - set(data))
+        if unknown or missing:
+            raise ValueError(f"LSTMConfig fields do not match: unknown {unknown}, missing {missing}")
+        return cls(**data)
+
+
+PRESETS = {
+    "lstm-small": LSTMConfig(),  # ~0.9 M parameters, 3.5 MB fp32: the shipped folk model
+    "lstm-tiny": LSTMConfig(token_dim=8, position_dim=4, hidden=16, layers=1, dropout=0.0),  # tests
+}
+
+
+class MelodyLSTM(nn.Module):
+    """Token + position embeddings → stacked LSTM → linear head over the token vocabulary."""
+
+    family = FAMILY
+
+    def __init__(self, config: LSTMConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.token_embedding = nn.Embedding(config.vocab_size, config.token_dim)
+        self.position_embedding = nn.Embedding(config.positions, config.position_dim)
+        self.dropout = nn.Dropout(config.dropout)
+        between = config.dropout if config.layers > 1 else 0.0
+        width = config.token_dim + config.position_dim
+        self.lstm = nn.LSTM(width, config.hidden, config.layers, batch_first=True, dropout=between)
+        self.head = nn.Linear(config.hidden, config.vocab_size)
+
+    def forward(
+        self, tokens: torch.Tensor, positions: torch.Tensor, state: LSTMState | None = None
+    ) -> tuple[torch.Tensor, LSTMState]:
+        """Next-step logits for every step.
+
+        Args:
+            tokens: (batch, time) int64 tokens of steps 0 .. time-1.
+            positions: (batch, time) int64 bar positions of steps 1 .. time (the steps being predicted).
+            state: recurrent state to continue from, or None to start fresh.
+
+        Returns:
+            logits (batch, time, vocab) — row t scores the token of step t + 1 — and the new state.
+        """
+        inputs = torch.cat([self.token_embedding(tokens), self.position_embedding(positions)], dim=-1)
+        hidden, state = self.lstm(self.dropout(inputs), state)
+        return self.head(self.dropout(hidden)), state
+
+    def parameter_count(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        context: torch.Tensor,
+        positions: torch.Tensor,
+        steps: int,
+        *,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Sample `steps` tokens that continue `context`.
+
+        Args:
+            context: (time,) int64 tokens of the context steps (time ≥ 1).
+            positions: (time + steps,) int64 bar positions of every context and generated step.
+            steps: number of tokens to sample.
+            temperature, top_p: see `sampling.apply_temperature` / `sampling.nucleus`.
+            generator: seeded CPU generator; the same seed and inputs give the same tokens.
+
+        Returns:
+            (steps,) int64 tokens on the CPU.
+        """
+        if len(positions) != len(context) + steps or len(context) < 1:
+            raise ValueError(f"need ≥ 1 context token and len(context) + steps positions (received {len(positions)})")
+        self.eval()
+        device = self.head.weight.device
+        context, positions = context.to(device), positions.to(device)
+        logits, state = self(context[None], positions[None, 1 : len(context) + 1])
+        position_inputs = self.position_embedding(positions[len(context) + 1 :])  # (steps - 1, position_dim)
+        chosen = torch.empty(steps, dtype=torch.int64)
+        last = logits[0, -1]
+        for step in range(steps):
+            token = self._pick(last, temperature, top_p, generator)
+            chosen[step] = token
+            if step + 1 < steps:
+                last, state = self._step(token, position_inputs[step], state)
+        return chosen
+
+    def _pick(self, logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> int:
+        """One sampled token from one (vocab,) row of logits; sampling runs on the CPU with the CPU generator."""
+        filtered = sampling.nucleus(sampling.apply_temperature(logits.float().cpu(), temperature), top_p)
+        return int(sampling.sample(filtered, generator))
+
+    def _step(self, token: int, position_input: torch.Tensor, state: LSTMState) -> tuple[torch.Tensor, LSTMState]:
+        """Advance one step: (vocab,) logits of the next step and the new state."""
+        token_input = self.token_embedding.weight[token]
+        inputs = torch.cat([token_input, position_input])[None, None]  # (1, 1, width)
+        hidden, state = self.lstm(inputs, state)
+        return self.head(hidden[0, 0]), state

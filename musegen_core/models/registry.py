@@ -1,0 +1,94 @@
+"""The installed models: one checkpoint folder per model under the repository's `models/` directory.
+
+The directory is found from the package location (`<repo>/models`) unless `MUSEGEN_MODELS_DIR` names another. This
+module holds no cache: callers that want one (the UI) cache `load_model` themselves.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from musegen_core.errors import CheckpointError
+from musegen_core.models.checkpoint import CONFIG, load_checkpoint, read_meta
+
+
+class MelodyModel(Protocol):
+    """What generation needs from a model: sample `steps` tokens continuing a context (see `MelodyLSTM.generate`)."""
+
+    family: str
+
+    def generate(
+        self,
+        context: torch.Tensor,
+        positions: torch.Tensor,
+        steps: int,
+        *,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the model picker shows, read from a checkpoint's `config.json` without loading its weights."""
+
+    name: str  # folder name under the models directory, e.g. "lstm-folk"
+    family: str  # model family, e.g. "lstm"
+    version: str  # model version, e.g. "1"
+    description: str
+    trained_on: tuple[str, ...]  # training corpora, each with its licence
+    commercial_use_cleared: bool  # False when any training corpus forbids commercial use
+    metrics: dict = field(default_factory=dict)  # held-out metrics, e.g. {"test_nll_bits_per_step": 0.9}
+
+
+def models_dir() -> Path:
+    """`$MUSEGEN_MODELS_DIR`, else the `models/` folder at the repository root."""
+    override = os.environ.get("MUSEGEN_MODELS_DIR")
+    return Path(override) if override else Path(__file__).resolve().parents[2] / "models"
+
+
+def list_models() -> list[ModelInfo]:
+    """Every valid checkpoint folder under `models_dir()`, sorted by name (invalid folders are left out)."""
+    root = models_dir()
+    found = []
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        if (folder / CONFIG).is_file():
+            try:
+                found.append(model_info(folder.name))
+            except CheckpointError:
+                continue
+    return found
+
+
+def model_info(name: str) -> ModelInfo:
+    """Registry facts of one installed model. Raises `CheckpointError` if it is missing or its config is bad."""
+    meta = read_meta(_folder(name))
+    info = meta["info"]
+    return ModelInfo(
+        name=name,
+        family=meta["family"],
+        version=str(info.get("version", "1")),
+        description=str(info.get("description", "")),
+        trained_on=tuple(info.get("trained_on", ())),
+        commercial_use_cleared=bool(info.get("commercial_use_cleared", False)),
+        metrics=dict(meta["metrics"]),
+    )
+
+
+def load_model(name: str) -> MelodyModel:
+    """Load an installed model (CPU, eval mode). Raises `CheckpointError` naming what is wrong."""
+    return load_checkpoint(_folder(name)).model
+
+
+def _folder(name: str) -> Path:
+    folder = models_dir() / name
+    if not name or Path(name).name != name or not (folder / CONFIG).is_file():
+        known = [p.parent.name for p in sorted(models_dir().glob(f"*/{CONFIG}"))]
+        raise CheckpointError(f"no model named {name!r} in {models_dir()} (installed: {known or 'none'})")
+    return folder

@@ -1,0 +1,37 @@
+"""Small pure functions over next-token logits, shared by every autoregressive model family.
+
+All take and return float tensors of shape (..., vocab) (a batch of logit rows); none changes its input in place.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Divide logits by `temperature` (> 0): below 1 sharpens the distribution, above 1 flattens it."""
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0 (received {temperature})")
+    return logits / temperature
+
+
+def nucleus(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Top-p (nucleus) filtering: keep the smallest set of most likely tokens whose probability reaches `top_p`,
+    set the others to -inf. The most likely token is always kept; `top_p == 1` keeps everything."""
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be within (0, 1] (received {top_p})")
+    if top_p >= 1:
+        return logits
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+    probabilities = torch.softmax(sorted_logits, dim=-1)
+    drop_sorted = probabilities.cumsum(dim=-1) - probabilities >= top_p  # the tokens before it already reach top_p
+    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def sample(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Draw one token index per row from softmax(logits), shape (...,) int64. Pass a seeded `generator` to make the
+    draw reproducible (the global RNG is never touched when one is given)."""
+    probabilities = torch.softmax(logits.float(), dim=-1)
+    flat = probabilities.reshape(-1, probabilities.shape[-1])
+    return torch.multinomial(flat, 1, generator=generator).reshape(probabilities.shape[:-1])

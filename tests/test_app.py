@@ -1,0 +1,89 @@
+"""The app in Streamlit's AppTest: upload → piano-roll → generate → audio → download → rate → stored."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from musegen_core.feedback import FeedbackStore
+from musegen_core.formats.midi import midi_to_piece, piece_to_midi
+from musegen_core.music import Note, Part, Piece, TimeSignature
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.skipif(not (ROOT / "models" / "lstm-folk").exists(), reason="shipped model missing")
+
+
+def _melody_midi() -> bytes:
+    steps = [67, 69, 71, 72, 74, 72, 71, 69, 67, 71, 74, 79, 78, 76, 74, 72]
+    notes = [Note(p, i * 0.5, 0.5) for i, p in enumerate(steps)]
+    return piece_to_midi(Piece((Part("Fiddle", tuple(notes), program=40),), 110, TimeSignature(2, 4)))
+
+
+@pytest.fixture
+def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
+    monkeypatch.setenv("MUSEGEN_DB_URL", f"sqlite:///{tmp_path / 'ratings.sqlite3'}")
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    return at.run()
+
+
+def _button(at: AppTest, label: str):
+    return next(b for b in at.button if b.label == label)
+
+
+def test_first_screen_asks_for_a_melody(app: AppTest) -> None:
+    assert not app.exception
+    assert app.title[0].value == "Compose"
+    assert "Upload a melody" in app.info[0].value
+
+
+def test_upload_generate_rate_is_stored(app: AppTest, tmp_path: Path) -> None:
+    app.file_uploader[0].upload("tune.mid", _melody_midi(), "audio/midi").run()
+    assert not app.exception and not app.error
+    assert len(app.get("plotly_chart")) == 1 and len(app.get("audio")) == 1
+
+    app.slider[0].set_value(4)  # bars
+    _button(app, "Generate").click().run()
+    assert not app.exception and not app.error
+    assert len(app.get("plotly_chart")) == 2  # the prime, then prime + continuation
+    assert len(app.get("audio")) == 3  # prime; prime + continuation; continuation only
+    midi = app.get("download_button")[0]
+    assert midi.proto.label == "Download MIDI"
+
+    app.feedback[0].set_value(3).run()  # the fourth star
+    app.text_input[0].input("lovely ending").run()
+    _button(app, "Save rating").click().run()
+    assert not app.exception
+    assert "saved" in app.success[0].value
+
+    [rating] = FeedbackStore(f"sqlite:///{tmp_path / 'ratings.sqlite3'}").recent()
+    assert (rating.stars, rating.comment, rating.prime_name) == (4, "lovely ending", "tune.mid")
+    assert rating.controls["bars"] == 4 and rating.seed == 0 and rating.model_name == "lstm-folk"
+    generated = midi_to_piece(rating.generated_midi)
+    assert generated.note_count > 0 and generated.time_signature == TimeSignature(2, 4)
+
+
+def test_same_seed_gives_the_same_take_in_the_app(app: AppTest) -> None:
+    app.file_uploader[0].upload("tune.mid", _melody_midi(), "audio/midi").run()
+    _button(app, "Generate").click().run()
+    first = app.session_state["compose"].take.continuation.generated
+    _button(app, "Generate").click().run()
+    assert app.session_state["compose"].take.continuation.generated == first
+    app.number_input[0].set_value(1)
+    _button(app, "Generate").click().run()
+    assert app.session_state["compose"].take.continuation.generated != first
+
+
+def test_a_corrupt_upload_gets_one_clear_message(app: AppTest) -> None:
+    app.file_uploader[0].upload("broken.mid", b"MThd\x00\x00\x00\x06garbage", "audio/midi").run()
+    assert not app.exception
+    assert len(app.error) == 1 and "\n" not in app.error[0].value
+    assert "Traceback" not in app.error[0].value
+
+
+@pytest.mark.parametrize("page", ["pages/ratings.py", "pages/models.py"])
+def test_other_pages_render(page: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MUSEGEN_DB_URL", f"sqlite:///{tmp_path / 'ratings.sqlite3'}")
+    at = AppTest.from_file(str(ROOT / page), default_timeout=30).run()
+    assert not at.exception and not at.error

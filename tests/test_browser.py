@@ -1,0 +1,117 @@
+"""End to end in a real browser: `streamlit run` on localhost, Debian's Chromium driven by Playwright.
+
+Uploads a MIDI file, generates a continuation, checks the piano-roll and a playable WAV `<audio>` element, rates
+the take and finds the rating in the database the server wrote.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from musegen_core.feedback import FeedbackStore
+from musegen_core.formats.midi import piece_to_midi
+from musegen_core.music import Note, Part, Piece
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium not installed (scripts/run-tests installs it)"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_healthy(url: str, server: subprocess.Popen, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"streamlit exited early: {server.stdout.read() if server.stdout else ''}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError("streamlit did not become healthy")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    db_url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'ratings.sqlite3'}"
+    port = _free_port()
+    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)]
+    env = {**os.environ, "MUSEGEN_DB_URL": db_url}
+    server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://localhost:{port}"
+    try:
+        _wait_healthy(url, server)
+        yield url, db_url
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+
+@pytest.fixture
+def page(server: tuple[str, str]):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(60_000)
+        yield page
+        browser.close()
+
+
+def test_upload_generate_listen_rate(server: tuple[str, str], page, tmp_path: Path) -> None:
+    url, db_url = server
+    melody = tmp_path / "jig.mid"
+    pitches = [62, 66, 69, 74, 73, 71, 69, 66, 67, 69, 71, 69, 66, 64, 62, 62]
+    notes = tuple(Note(p, i * 0.5, 0.5) for i, p in enumerate(pitches))
+    melody.write_bytes(piece_to_midi(Piece((Part("Whistle", notes, program=78),), tempo_bpm=100)))
+
+    page.goto(url)
+    page.get_by_text("Upload a melody to begin").wait_for()
+    page.locator("input[type=file]").set_input_files(str(melody))
+    page.locator(".js-plotly-plot").first.wait_for()
+
+    page.get_by_role("button", name="Generate").click()
+    page.get_by_text("Take 1").first.wait_for()
+    assert page.locator(".js-plotly-plot").count() == 2
+    audio = page.locator("audio")
+    audio.nth(2).wait_for(state="attached")
+    source = audio.nth(1).get_attribute("src")
+    response = page.request.get(source if source.startswith("http") else f"{url}{source}")
+    assert response.ok and response.body()[:4] == b"RIFF" and len(response.body()) > 44_100
+
+    page.get_by_role("button", name="Save rating").wait_for()
+    page.locator("[data-testid='stFeedback'] button, [data-testid='stButtonGroup'] button").nth(4).click()
+    page.get_by_role("button", name="Save rating").click()
+    page.get_by_text("rating #").wait_for()
+
+    [rating] = FeedbackStore(db_url).recent()
+    assert rating.stars == 5 and rating.prime_name == "jig.mid"

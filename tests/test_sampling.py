@@ -1,0 +1,54 @@
+"""The logit functions shared by autoregressive families, each on its own."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from musegen_core.models import sampling
+
+LOGITS = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+
+
+def test_temperature_scales_logits_and_sharpens_or_flattens():
+    assert torch.equal(sampling.apply_temperature(LOGITS, 1.0), LOGITS)
+    cold = torch.softmax(sampling.apply_temperature(LOGITS, 0.5), -1)
+    hot = torch.softmax(sampling.apply_temperature(LOGITS, 2.0), -1)
+    assert cold[0, 0] > 0.5 > hot[0, 0]
+    with pytest.raises(ValueError, match="received 0"):
+        sampling.apply_temperature(LOGITS, 0)
+
+
+@pytest.mark.parametrize(("top_p", "kept"), [(1.0, 4), (0.95, 3), (0.8, 2), (0.5, 1), (0.01, 1)])
+def test_nucleus_keeps_the_smallest_set_reaching_top_p(top_p, kept):
+    filtered = sampling.nucleus(LOGITS, top_p)
+    assert int(torch.isfinite(filtered).sum()) == kept
+    assert torch.equal(filtered[torch.isfinite(filtered)], LOGITS[0, :kept])  # the most likely ones, unchanged
+
+
+def test_nucleus_works_on_unsorted_rows_and_does_not_modify_its_input():
+    logits = LOGITS[:, [2, 0, 3, 1]].clone()
+    kept = torch.isfinite(sampling.nucleus(logits, 0.8))
+    assert kept.tolist() == [[False, True, False, True]]
+    assert torch.isfinite(logits).all()
+    with pytest.raises(ValueError, match="received 0"):
+        sampling.nucleus(logits, 0)
+
+
+def test_sample_follows_the_generator_and_the_distribution():
+    def draws(seed: int) -> list[int]:
+        generator = torch.Generator().manual_seed(seed)
+        return [int(sampling.sample(LOGITS, generator)) for _ in range(2000)]
+
+    assert draws(3) == draws(3)
+    frequency = draws(3).count(0) / 2000
+    assert math.isclose(frequency, 0.5, abs_tol=0.05)
+    assert sampling.sample(torch.zeros(2, 3, 5), torch.Generator()).shape == (2, 3)
+
+
+def test_sample_never_draws_a_filtered_token():
+    generator = torch.Generator().manual_seed(0)
+    filtered = sampling.nucleus(LOGITS, 0.5)
+    assert {int(sampling.sample(filtered, generator)) for _ in range(200)} == {0}
