@@ -30,6 +30,11 @@ class Continuation:
 
     prime: Piece  # the user's melody part, as given
     generated: Piece  # the new notes only, in absolute beats: they start at the first bar line after the prime
+    start_beats: float  # that bar line: where the generated bars begin
+
+    def generated_alone(self) -> Piece:
+        """The generated bars moved to start at beat 0 (to play or export them without the prime's silence)."""
+        return self.generated.shifted(-self.start_beats)
 
     def joined(self) -> Piece:
         """Prime and continuation in one part (for MIDI export and playback)."""
@@ -73,7 +78,8 @@ def continue_melody(
         top_p=top_p,
         generator=torch.Generator().manual_seed(int(seed)),
     )
-    return Continuation(melody, _generated_piece(melody, new.numpy(), start_step))
+    start_beats = start_step / encoding.STEPS_PER_BEAT
+    return Continuation(melody, _generated_piece(melody, new.numpy(), start_beats), start_beats)
 
 
 def _check_controls(bars: int, temperature: float, seed: int, top_p: float) -> None:
@@ -120,8 +126,8 @@ def _first_bar_line(end_step: int, bar_steps: int, offset_steps: int) -> int:
     return end_step + (-(end_step + offset_steps)) % bar_steps
 
 
-def _generated_piece(melody: Piece, tokens: np.ndarray, start_step: int) -> Piece:
-    """Decode generated tokens into a one-part piece; step 0 lies at `start_step` (in sixteenths from the start)."""
+def _generated_piece(melody: Piece, tokens: np.ndarray, start_beats: float) -> Piece:
+    """Decode generated tokens into a one-part piece; step 0 lies at `start_beats`."""
     part = melody.parts[0]
-    notes = encoding.tokens_to_notes(tokens, start_beats=start_step / encoding.STEPS_PER_BEAT)
+    notes = encoding.tokens_to_notes(tokens, start_beats=start_beats)
     return melody.with_parts((Part(part.name, tuple(notes), part.program, part.is_drum),))

@@ -20,6 +20,12 @@ def pitch_name(pitch: int) -> str:
     return f"{PITCH_NAMES[pitch % 12]}{pitch // 12 - 1}"
 
 
+def _coerce(obj: object, **types: type) -> None:
+    """Normalise fields of a frozen dataclass to plain Python types (numpy scalars from loaders become int/float)."""
+    for name, kind in types.items():
+        object.__setattr__(obj, name, kind(getattr(obj, name)))
+
+
 @dataclass(frozen=True)
 class Note:
     """One sounding note. `start_beats`/`duration_beats` in quarter notes; `velocity` 1–127."""
@@ -30,6 +36,7 @@ class Note:
     velocity: int = 90
 
     def __post_init__(self) -> None:
+        _coerce(self, pitch=int, velocity=int, start_beats=float, duration_beats=float)
         if not 0 <= self.pitch <= 127:
             raise ValueError(f"pitch must be within 0 and 127 (received {self.pitch})")
         if not 1 <= self.velocity <= 127:
@@ -58,6 +65,7 @@ class Part:
     is_drum: bool = False
 
     def __post_init__(self) -> None:
+        _coerce(self, name=str, program=int, is_drum=bool)
         if not 0 <= self.program <= 127:
             raise ValueError(f"program must be within 0 and 127 (received {self.program})")
         ordered = tuple(sorted(self.notes, key=lambda n: (n.start_beats, n.pitch)))
@@ -129,6 +137,7 @@ class Piece:
     pickup_beats: float = 0.0
 
     def __post_init__(self) -> None:
+        _coerce(self, tempo_bpm=float, pickup_beats=float, title=str)
         if not (math.isfinite(self.tempo_bpm) and 10 <= self.tempo_bpm <= 400):
             raise ValueError(f"tempo_bpm must be within 10 and 400 (received {self.tempo_bpm})")
         if not 0 <= self.pickup_beats < self.time_signature.bar_beats:

@@ -69,7 +69,7 @@ def show_take(state: ui.ComposeState) -> None:
     left.markdown("**Prime + continuation**")
     left.audio(ui.wav_bytes(result.joined()), format="audio/wav")
     right.markdown("**Continuation only**")
-    right.audio(ui.wav_bytes(result.generated), format="audio/wav")
+    right.audio(ui.wav_bytes(result.generated_alone()), format="audio/wav")
     st.download_button(
         "Download MIDI", piece_to_midi(result.joined()), file_name=f"musegen-take-{take.number}.mid", mime="audio/midi"
     )

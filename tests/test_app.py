@@ -87,3 +87,35 @@ def test_other_pages_render(page: str, tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setenv("MUSEGEN_DB_URL", f"sqlite:///{tmp_path / 'ratings.sqlite3'}")
     at = AppTest.from_file(str(ROOT / page), default_timeout=30).run()
     assert not at.exception and not at.error
+
+
+def test_multi_tune_abc_lets_the_user_pick_the_tune(app: AppTest) -> None:
+    abc = (ROOT / "tests" / "data" / "three_tunes.abc").read_bytes()
+    app.file_uploader[0].upload("three.abc", abc, "text/plain").run()
+    assert not app.exception and not app.error
+    tune_picker = next(s for s in app.selectbox if s.label == "Tune")
+    assert len(tune_picker.options) == 3
+    tune_picker.set_value(2).run()
+    assert not app.exception and not app.error
+    assert next(s for s in app.selectbox if s.label == "Tune").value == 2
+    _button(app, "Generate").click().run()
+    assert app.session_state["compose"].take.controls["tune_index"] == 2
+
+
+def test_multi_track_midi_preselects_the_melody_track(app: AppTest) -> None:
+    bass = Part("Bass", tuple(Note(36 + (i % 3), i * 1.0, 1.0) for i in range(16)), program=33)
+    lead = Part("Lead", tuple(Note(72 + (i % 5), i * 0.5, 0.5) for i in range(32)), program=80)
+    midi = piece_to_midi(Piece((bass, lead)))
+    app.file_uploader[0].upload("band.mid", midi, "audio/midi").run()
+    picker = next(s for s in app.selectbox if s.label == "Melody track")
+    assert picker.value == 1 and picker.options[1].startswith("Lead")
+    _button(app, "Generate").click().run()
+    take = app.session_state["compose"].take
+    assert take.controls["part_index"] == 1 and take.continuation.prime.parts[0].name == "Lead"
+
+
+def test_pages_hold_no_music_or_model_logic() -> None:
+    forbidden = ("torch", "music21", "pretty_midi", "mido", "fluidsynth", "sqlalchemy", "numpy")
+    for page in [ROOT / "app.py", *(ROOT / "pages").glob("*.py")]:
+        imports = [line for line in page.read_text().splitlines() if line.startswith(("import ", "from "))]
+        assert not [line for line in imports if any(f" {name}" in line for name in forbidden)], page.name

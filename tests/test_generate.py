@@ -109,6 +109,17 @@ def test_joined_holds_prime_then_continuation(tiny):
     assert result.joined().time_signature == prime.time_signature
 
 
+@pytest.mark.parametrize("name", sorted(PRIMES))
+def test_generated_alone_starts_on_a_downbeat_at_zero(tiny, name):
+    prime, start_beats, _ = PRIMES[name]
+    result = continue_melody(tiny, prime, bars=2, seed=4)
+    alone = result.generated_alone()
+    assert result.start_beats == start_beats
+    assert alone.pickup_beats == 0  # the generated bars are whole bars: bar lines at 0, 1 bar, 2 bars
+    shifted_back = [(n.pitch, n.start_beats + start_beats, n.duration_beats) for n in alone.parts[0].notes]
+    assert shifted_back == [(n.pitch, n.start_beats, n.duration_beats) for n in result.generated.parts[0].notes]
+
+
 def test_context_is_at_most_sixteen_bars(tiny):
     long_prime = melody([(60 + i % 12, 1.0) for i in range(4 * 40)])  # 40 bars of 4/4
     spy = Spy(tiny)

@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 from musegen_core import encoding
 from musegen_core.errors import CheckpointError
 from musegen_core.models import checkpoint, registry
-from musegen_core.models.lstm import PRESETS, LSTMConfig, MelodyLSTM
+from musegen_core.models.lstm import PRESETS, LSTMConfig, MelodyLSTM, _Stepper
 
 TINY = PRESETS["lstm-tiny"]
 CARD = "# tiny\n\ntest model card\n"
@@ -51,6 +51,20 @@ def test_stepping_with_state_matches_a_whole_sequence():
     first, state = model(tokens[:, :5], positions[:, :5])
     rest, _ = model(tokens[:, 5:], positions[:, 5:], state)
     torch.testing.assert_close(torch.cat([first, rest], dim=1), whole)
+
+
+@pytest.mark.parametrize("preset", ["lstm-tiny", "lstm-small"])
+@torch.inference_mode()
+def test_fast_stepping_matches_the_lstm_module(preset):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = MelodyLSTM(PRESETS[preset]).eval()
+    tokens, positions = inputs(1, 10)
+    expected, _ = model(tokens, positions)
+    logits, (h, c) = model(tokens[:, :1], positions[:, :1])
+    stepper, state = _Stepper(model), (list(h[:, 0]), list(c[:, 0]))
+    stepped = [logits[0, 0]] + [stepper.step(int(tokens[0, t]), int(positions[0, t]), state) for t in range(1, 10)]
+    torch.testing.assert_close(torch.stack(stepped), expected[0], atol=1e-5, rtol=1e-4)
 
 
 def test_config_round_trips_and_refuses_unknown_or_missing_fields():
@@ -184,13 +198,21 @@ def test_registry_lists_and_loads_models(saved, monkeypatch):
     assert registry.models_dir() == folder.parent
     [info] = registry.list_models()
     assert info == registry.ModelInfo(
-        "tiny", "lstm", "3", "tiny", ("Public domain set",), True, {"test_nll_bits_per_step": 1.5}
+        "tiny", "lstm", "3", "tiny", ("Public domain set",), True, {"test_nll_bits_per_step": 1.5}, CARD
     )
+    assert info.licence_note.startswith("Cleared for commercial use")
     assert isinstance(registry.load_model("tiny"), MelodyLSTM)
     with pytest.raises(CheckpointError, match=r"no model named 'nope' .* \(installed: \['tiny'\]\)"):
         registry.load_model("nope")
     with pytest.raises(CheckpointError, match="no model named"):
         registry.load_model("../tiny")
+
+
+def test_licence_note_names_the_non_commercial_corpus():
+    info = registry.ModelInfo(
+        "m", "lstm", "1", "", ("Essen: non-commercial use only", "O'Neill's: public domain"), False
+    )
+    assert info.licence_note == "Not cleared for commercial use: trained on Essen: non-commercial use only."
 
 
 def test_registry_skips_a_broken_model(saved, monkeypatch):

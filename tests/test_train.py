@@ -71,7 +71,7 @@ def test_tiny_training_run_writes_a_loadable_checkpoint(tmp_path, monkeypatch):
     meta = loaded.meta
     assert meta["training"]["steps_done"] == 6 and meta["training"]["device"] == "cpu"
     assert meta["info"]["commercial_use_cleared"] is True  # O'Neill's only: public domain
-    assert [h["step"] for h in meta["metrics"]["history"]] == [3, 6]
+    assert [h["step"] for h in meta["training"]["history"]] == [3, 6]
     assert 0 < meta["metrics"]["test_nll_bits_per_step"] < 10
     assert "--max-tunes 40" in meta["training"]["command"]
     card = (tmp_path / "model" / "README.md").read_text()

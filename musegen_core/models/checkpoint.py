@@ -83,10 +83,18 @@ def save_checkpoint(
         }
         (temporary / CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
         (temporary / CARD).write_text(card_text)
+        _make_readable(temporary)
         _swap_into_place(temporary, folder)
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
     return folder
+
+
+def _make_readable(folder: Path) -> None:
+    """mkdtemp makes a private (0700) folder: a shipped checkpoint must be readable by everyone, like a git checkout."""
+    folder.chmod(0o755)
+    for path in folder.iterdir():
+        path.chmod(0o644)
 
 
 def _swap_into_place(new: Path, folder: Path) -> None:

@@ -100,7 +100,7 @@ class MelodyLSTM(nn.Module):
         top_p: float = 1.0,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Sample `steps` tokens that continue `context`.
+        """Sample `steps` tokens that continue `context` (call on a model in eval mode, as `load_checkpoint` gives).
 
         Args:
             context: (time,) int64 tokens of the context steps (time ≥ 1).
@@ -114,18 +114,16 @@ class MelodyLSTM(nn.Module):
         """
         if len(positions) != len(context) + steps or len(context) < 1:
             raise ValueError(f"need ≥ 1 context token and len(context) + steps positions (received {len(positions)})")
-        self.eval()
         device = self.head.weight.device
         context, positions = context.to(device), positions.to(device)
-        logits, state = self(context[None], positions[None, 1 : len(context) + 1])
-        position_inputs = self.position_embedding(positions[len(context) + 1 :])  # (steps - 1, position_dim)
+        logits, (h, c) = self(context[None], positions[None, 1 : len(context) + 1])  # read the context in one call
+        stepper, state = _Stepper(self), (list(h[:, 0]), list(c[:, 0]))
         chosen = torch.empty(steps, dtype=torch.int64)
         last = logits[0, -1]
         for step in range(steps):
-            token = self._pick(last, temperature, top_p, generator)
-            chosen[step] = token
+            chosen[step] = token = self._pick(last, temperature, top_p, generator)
             if step + 1 < steps:
-                last, state = self._step(token, position_inputs[step], state)
+                last = stepper.step(token, int(positions[len(context) + step + 1]), state)
         return chosen
 
     def _pick(self, logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> int:
@@ -133,9 +131,40 @@ class MelodyLSTM(nn.Module):
         filtered = sampling.nucleus(sampling.apply_temperature(logits.float().cpu(), temperature), top_p)
         return int(sampling.sample(filtered, generator))
 
-    def _step(self, token: int, position_input: torch.Tensor, state: LSTMState) -> tuple[torch.Tensor, LSTMState]:
-        """Advance one step: (vocab,) logits of the next step and the new state."""
-        token_input = self.token_embedding.weight[token]
-        inputs = torch.cat([token_input, position_input])[None, None]  # (1, 1, width)
-        hidden, state = self.lstm(inputs, state)
-        return self.head(hidden[0, 0]), state
+
+class _Stepper:
+    """One-step LSTM inference without `nn.LSTM`'s per-call overhead (~0.9 ms a step on a CPU, against ~0.1 ms here).
+
+    The first layer's input gates are looked up from tables of every token's and every position's contribution, and
+    each cell is updated with plain tensor ops (PyTorch's gate order: input, forget, cell, output). Eval mode only.
+    """
+
+    def __init__(self, model: MelodyLSTM) -> None:
+        lstm, split = model.lstm, model.config.token_dim
+        w_ih, bias = lstm.weight_ih_l0, lstm.bias_ih_l0 + lstm.bias_hh_l0
+        self.token_gates = model.token_embedding.weight @ w_ih[:, :split].T + bias  # (vocab, 4 * hidden)
+        self.position_gates = model.position_embedding.weight @ w_ih[:, split:].T  # (positions, 4 * hidden)
+        self.recurrent = [getattr(lstm, f"weight_hh_l{k}") for k in range(lstm.num_layers)]  # (4H, H) each
+        self.inputs = [getattr(lstm, f"weight_ih_l{k}") for k in range(1, lstm.num_layers)]  # (4H, H) each
+        self.biases = [
+            getattr(lstm, f"bias_ih_l{k}") + getattr(lstm, f"bias_hh_l{k}") for k in range(1, lstm.num_layers)
+        ]
+        self.head = model.head
+
+    def step(self, token: int, position: int, state: tuple[list[torch.Tensor], list[torch.Tensor]]) -> torch.Tensor:
+        """Feed one token (with the position of the step to predict); updates `state` (per-layer (hidden,) h and c
+        lists) in place and returns the (vocab,) logits of the next step."""
+        h, c = state
+        gates = torch.addmv(self.token_gates[token] + self.position_gates[position], self.recurrent[0], h[0])
+        h[0], c[0] = _cell(gates, c[0])
+        for k in range(1, len(h)):
+            gates = torch.addmv(torch.addmv(self.biases[k - 1], self.inputs[k - 1], h[k - 1]), self.recurrent[k], h[k])
+            h[k], c[k] = _cell(gates, c[k])
+        return self.head(h[-1])
+
+
+def _cell(gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """LSTM cell update from (4 * hidden,) pre-activation gates: returns the new (hidden,) h and c."""
+    i, f, g, o = gates.chunk(4)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c

@@ -14,7 +14,7 @@ from typing import Protocol
 import torch
 
 from musegen_core.errors import CheckpointError
-from musegen_core.models.checkpoint import CONFIG, load_checkpoint, read_meta
+from musegen_core.models.checkpoint import CARD, CONFIG, load_checkpoint, read_meta
 
 
 class MelodyModel(Protocol):
@@ -45,6 +45,15 @@ class ModelInfo:
     trained_on: tuple[str, ...]  # training corpora, each with its licence
     commercial_use_cleared: bool  # False when any training corpus forbids commercial use
     metrics: dict = field(default_factory=dict)  # held-out metrics, e.g. {"test_nll_bits_per_step": 0.9}
+    card_markdown: str = field(default="", repr=False)  # the checkpoint's README.md model card
+
+    @property
+    def licence_note(self) -> str:
+        """One line for the model picker and exports: may its output be used commercially, and why."""
+        if self.commercial_use_cleared:
+            return "Cleared for commercial use: trained on public-domain data only."
+        restricted = [corpus for corpus in self.trained_on if "non-commercial" in corpus.lower()]
+        return "Not cleared for commercial use" + (f": trained on {'; '.join(restricted)}." if restricted else ".")
 
 
 def models_dir() -> Path:
@@ -78,12 +87,20 @@ def model_info(name: str) -> ModelInfo:
         trained_on=tuple(info.get("trained_on", ())),
         commercial_use_cleared=bool(info.get("commercial_use_cleared", False)),
         metrics=dict(meta["metrics"]),
+        card_markdown=_card(_folder(name)),
     )
 
 
 def load_model(name: str) -> MelodyModel:
     """Load an installed model (CPU, eval mode). Raises `CheckpointError` naming what is wrong."""
     return load_checkpoint(_folder(name)).model
+
+
+def _card(folder: Path) -> str:
+    try:
+        return (folder / CARD).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return ""
 
 
 def _folder(name: str) -> Path:

@@ -26,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from musegen_core import encoding
-from musegen_core.music import Key, Note, Part, Piece, TimeSignature
+from musegen_core.training.m21_tune import SkipTune, key_name, stream_to_piece, tempo_of
 
 CORPUS_VERSION = 1  # bump when the tune → tokens conversion changes (invalidates caches)
 MAX_TUNE_CHARS = 20_000  # ABC text longer than this is skipped unparsed (guards against runaway parses)
@@ -288,10 +288,6 @@ def _parse_task(task: tuple[str, str, int, list[str]]) -> tuple[tuple[str, int],
     return (rel, first), outcome
 
 
-class SkipTune(Exception):
-    """A tune left out of the corpus; the message is the (short, countable) reason."""
-
-
 def parse_tune(text: str, collection: str, tune_id: str) -> Tune:
     """Parse one tune's ABC text into a `Tune`. Raises `SkipTune` (or music21's errors) when it cannot be used."""
     from music21 import converter
@@ -313,8 +309,8 @@ def parse_tune(text: str, collection: str, tune_id: str) -> Tune:
         tune_id=tune_id,
         title=piece.title,
         meter=str(piece.time_signature),
-        key=_key_name(score),
-        tempo_bpm=_tempo_of(score),
+        key=key_name(score),
+        tempo_bpm=tempo_of(score),
         bar_steps=melody.bar_steps,
         offset_steps=melody.offset_steps,
         signature=content_signature(melody.tokens),
@@ -326,101 +322,6 @@ def style_of(collection: str, file_name: str) -> str:
     """Style label of a tune from its collection and file name (Essen `han*` files hold Chinese songs)."""
     spec = COLLECTIONS[collection]
     return next((style for prefix, style in spec.alt_style.items() if file_name.startswith(prefix)), spec.style)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# music21 stream → Piece (just what the corpus needs: the first part's notes, meter, pickup, key, tempo)
-
-
-def stream_to_piece(score) -> Piece:
-    """The first part of a parsed tune as a one-part `Piece`, in the tune's first meter. Raises `SkipTune` for a free
-    meter."""
-    from music21 import meter
-
-    part = score.parts[0] if score.parts else score
-    signatures = list(part.recurse().getElementsByClass(meter.TimeSignature))
-    if not signatures:
-        raise SkipTune("no meter")
-    numerator, denominator = signatures[0].numerator, signatures[0].denominator
-    if denominator not in (1, 2, 4, 8, 16) or not 1 <= numerator <= 64:
-        raise SkipTune("unsupported meter")
-    time_signature = TimeSignature(numerator, denominator)
-    notes = _tied_notes(part.flatten().notes)
-    title = score.metadata.title if score.metadata and score.metadata.title else ""
-    return Piece(
-        parts=(Part("melody", tuple(notes)),),
-        tempo_bpm=_tempo_of(score) or 120.0,
-        time_signature=time_signature,
-        key=_key_of(score),
-        title=title,
-        pickup_beats=_pickup_beats(part, time_signature.bar_beats),
-    )
-
-
-def _tied_notes(elements) -> list[Note]:
-    """Notes and chord tones with ties merged. Only a tie onto the *same* pitch merges: O'Neill's transcriptions write
-    `f-g` for slurs, which music21 reads as ties (and its `stripTies` would merge into one note)."""
-    from music21 import harmony
-
-    notes: list[Note] = []
-    open_ties: dict[int, int] = {}  # MIDI pitch → index in `notes` of the note whose tie is still open
-    for element in elements:
-        if isinstance(element, harmony.Harmony) or element.quarterLength <= 0:  # chord symbols, grace notes
-            continue
-        start, length = float(element.offset), float(element.quarterLength)
-        tie_continues = element.tie is not None and element.tie.type in ("start", "continue")
-        for pitch in (p.midi for p in element.pitches if 0 <= p.midi <= 127):
-            tied = open_ties.pop(pitch, None)
-            if tied is not None and abs(notes[tied].end_beats - start) < 1e-6:
-                notes[tied] = Note(pitch, notes[tied].start_beats, notes[tied].duration_beats + length)
-            else:
-                notes.append(Note(pitch, start, length))
-                tied = len(notes) - 1
-            if tie_continues:
-                open_ties[pitch] = tied
-    return notes
-
-
-def _pickup_beats(part, bar_beats: float) -> float:
-    """Length (beats) of an incomplete first bar, 0.0 without one."""
-    from music21 import stream
-
-    first = part.getElementsByClass(stream.Measure).first()
-    if first is None:
-        return 0.0
-    length = float(first.duration.quarterLength)
-    return length if 0 < length < bar_beats - 1e-6 else 0.0
-
-
-def _key_of(score) -> Key | None:
-    from music21 import key
-
-    found = score.recurse().getElementsByClass(key.KeySignature).first()
-    if found is None:
-        return None
-    if not isinstance(found, key.Key):
-        found = found.asKey("major")
-    mode = found.mode if found.mode in ("major", "minor") else None
-    return Key(found.tonic.pitchClass, mode) if mode else None
-
-
-def _key_name(score) -> str:
-    from music21 import key
-
-    found = score.recurse().getElementsByClass(key.KeySignature).first()
-    if found is None:
-        return ""
-    if not isinstance(found, key.Key):
-        found = found.asKey("major")
-    return f"{found.tonic.name} {found.mode}"
-
-
-def _tempo_of(score) -> float | None:
-    from music21 import tempo
-
-    mark = score.recurse().getElementsByClass(tempo.MetronomeMark).first()
-    bpm = mark.getQuarterBPM() if mark is not None else None
-    return float(bpm) if bpm and 10 <= bpm <= 400 else None
 
 
 # ---------------------------------------------------------------------------------------------------------------

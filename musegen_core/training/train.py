@@ -71,9 +71,8 @@ def run(args: argparse.Namespace) -> int:
         model = FAMILIES[args.model].MelodyLSTM(config).to(device)
         history, train_seconds = _train(model, corpus, args, device)
     metrics = _evaluate(model, corpus, device)
-    metrics["history"] = history
     training = _training_info(args, corpus, model, device, train_seconds, time.perf_counter() - started)
-    training["steps_done"] = history[-1]["step"]
+    training |= {"steps_done": history[-1]["step"], "history": history}
     card = model_card(args, corpus, metrics, training)
     save_checkpoint(model.cpu(), config, args.out, card, metrics, info=_registry_info(names, args), training=training)
     print(f"wrote {args.out}: test {metrics['test_nll_bits_per_step']:.4f} bits/step")
@@ -236,7 +235,10 @@ def tune_metrics(model: torch.nn.Module, tunes: list[Tune], device: torch.device
         onsets += int(is_onset.sum())
         pitch_guess = logits[..., encoding.NOTE_ON :].argmax(-1) + encoding.NOTE_ON  # best pitch if a note starts
         onset_hits += int((pitch_guess == batch.targets)[is_onset].sum())
-    return {"nll_bits_per_step": nats / max(steps, 1) / math.log(2), "onset_accuracy": onset_hits / max(onsets, 1)}
+    return {
+        "nll_bits_per_step": nats / max(steps, 1) / math.log(2),
+        "onset_pitch_accuracy": onset_hits / max(onsets, 1),
+    }
 
 
 def _length_groups(tunes: list[Tune], batch_steps: int) -> list[list[Tune]]:
@@ -296,7 +298,7 @@ def _training_info(
     args: argparse.Namespace, corpus: Corpus, model: torch.nn.Module, device: torch.device, seconds: float, total: float
 ) -> dict:
     return {
-        "command": "python -m musegen_core.training.train " + shlex.join(_argv_of(args)),
+        "command": "musegen train " + shlex.join(_argv_of(args)),
         "preset": args.preset,
         "steps": args.steps,
         "batch_size": args.batch_size,
@@ -369,6 +371,7 @@ Tunes per split (split by a seeded hash of transposition-invariant content, so d
   whole run {training["total_seconds"]} s
 
 Reproduce: `{training["command"]}`
+(on a busy shared CPU also set `OMP_WAIT_POLICY=PASSIVE`: spinning torch threads can make each step ~25× slower).
 
 ## Held-out results (full tunes; every step after a tune's first)
 | model | valid bits/step | test bits/step |
@@ -379,8 +382,9 @@ Reproduce: `{training["command"]}`
 | Kneser–Ney bigram | | {base["kn_bigram_test_bits"]:.4f} |
 | unigram (add-one) | | {base["unigram_test_bits"]:.4f} |
 
-Pitch accuracy at note onsets (the most likely new pitch is the true one): valid {metrics["valid_onset_accuracy"]:.3f},
-test {metrics["test_onset_accuracy"]:.3f}.
+Pitch accuracy at note onsets (the most likely new pitch is the true one): valid {
+        metrics["valid_onset_pitch_accuracy"]:.3f},
+test {metrics["test_onset_pitch_accuracy"]:.3f}.
 """
 
 

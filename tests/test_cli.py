@@ -1,0 +1,111 @@
+"""The `musegen` command as scripts use it: exit codes, one-line errors, JSON, files written."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from musegen_core.formats import load_piece
+from musegen_core.formats.midi import piece_to_midi
+from musegen_core.music import Note, Part, Piece, TimeSignature
+from musegen_core.render.audio import TAIL_SECONDS, wav_duration_seconds
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).resolve().parent / "data"
+MUSEGEN = shutil.which("musegen", path=str(Path(sys.executable).parent))
+has_model = pytest.mark.skipif(not (ROOT / "models" / "lstm-folk").exists(), reason="shipped model missing")
+
+
+def musegen(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    command = [MUSEGEN] if MUSEGEN else [sys.executable, "-m", "musegen_core.cli"]
+    return subprocess.run([*command, *map(str, args)], capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def waltz_mid(tmp_path: Path) -> Path:
+    notes = tuple(Note(p, i * 1.0, 1.0) for i, p in enumerate([67, 71, 74, 72, 71, 69, 67, 66, 67]))
+    path = tmp_path / "waltz.mid"
+    path.write_bytes(piece_to_midi(Piece((Part("Flute", notes, program=73),), 132, TimeSignature(3, 4))))
+    return path
+
+
+def test_check_summarises_a_usable_file(waltz_mid: Path) -> None:
+    done = musegen("check", waltz_mid, "--json")
+    assert done.returncode == 0
+    summary = json.loads(done.stdout)
+    assert summary["ok"] is True
+    assert (summary["format"], summary["notes"], summary["bars"], summary["meter"]) == ("midi", 9, 3, "3/4")
+    assert summary["tracks"] == [{"name": "Flute", "notes": 9, "program": 73}]
+
+
+def test_check_lists_the_tunes_of_a_multi_tune_abc_file() -> None:
+    done = musegen("check", DATA / "three_tunes.abc", "--tune", "1", "--json")
+    summary = json.loads(done.stdout)
+    assert done.returncode == 0 and summary["tunes"] == 3 and summary["format"] == "abc"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (DATA / "corrupted").iterdir()))
+def test_check_refuses_a_broken_file_with_one_line(name: str) -> None:
+    done = musegen("check", DATA / "corrupted" / name)
+    assert done.returncode == 1
+    assert done.stdout == "" and done.stderr.startswith("musegen: ") and done.stderr.count("\n") == 1
+    assert "Traceback" not in done.stderr
+    as_json = json.loads(musegen("check", DATA / "corrupted" / name, "--json").stdout)
+    assert as_json["ok"] is False and as_json["error"]
+
+
+def test_check_of_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    done = musegen("check", tmp_path / "nope.mid")
+    assert done.returncode == 1 and "Cannot read" in done.stderr
+
+
+@has_model
+def test_generate_writes_midi_and_wav_and_is_reproducible(waltz_mid: Path, tmp_path: Path) -> None:
+    outs = []
+    for run in ("a", "b"):
+        out, wav = tmp_path / f"{run}.mid", tmp_path / f"{run}.wav"
+        done = musegen(
+            "generate", waltz_mid, "--bars", "4", "--temperature", "0.9", "--seed", "3", "--out", out, "--wav", wav
+        )
+        assert done.returncode == 0, done.stderr
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1]
+    result = load_piece(outs[0], "a.mid")
+    assert result.time_signature == TimeSignature(3, 4) and result.tempo_bpm == 132
+    assert result.bar_count() == 3 + 4  # the prime's three bars, then four new ones
+    assert wav_duration_seconds((tmp_path / "a.wav").read_bytes()) == pytest.approx(
+        result.duration_seconds + TAIL_SECONDS, abs=0.01
+    )
+
+
+@has_model
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [("--bars", "0", "bars must be"), ("--temperature", "99", "temperature must be"), ("--seed", "-4", "seed must")],
+)
+def test_generate_refuses_absurd_controls(
+    waltz_mid: Path, tmp_path: Path, option: str, value: str, message: str
+) -> None:
+    done = musegen("generate", waltz_mid, option, value, "--out", tmp_path / "x.mid")
+    assert done.returncode == 1 and message in done.stderr and not (tmp_path / "x.mid").exists()
+
+
+def test_generate_with_an_unknown_model_names_the_installed_ones(waltz_mid: Path, tmp_path: Path) -> None:
+    done = musegen("generate", waltz_mid, "--model", "no-such-model", "--out", tmp_path / "x.mid")
+    assert done.returncode == 1 and "no model named 'no-such-model'" in done.stderr
+
+
+def test_train_is_wired_into_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MUSEGEN_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "model"
+    tiny = ["--preset", "lstm-tiny", "--collections", "oneills", "--max-tunes", "30", "--steps", "2"]
+    tiny += ["--eval-every", "2", "--batch-size", "4", "--window", "16", "--valid-windows", "4", "--out", str(out)]
+    done = musegen("train", *tiny)
+    assert done.returncode == 0, done.stderr
+    config = json.loads((out / "config.json").read_text())
+    assert config["training"]["command"].startswith("musegen train ")
