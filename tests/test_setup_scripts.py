@@ -111,8 +111,7 @@ def test_non_root_user_gets_the_exact_apt_line_and_nothing_is_touched(extra_args
 
 
 def _readme_test_command() -> str:
-    readme = ROOT / "README.md"
-    doc = readme if readme.exists() else ROOT / "docs" / "SETUP.md"
+    doc = ROOT / "README.md"
     text = doc.read_text(encoding="utf-8")
     commands = re.findall(r"^\s*(scripts/run-tests)\s*$", text, flags=re.MULTILINE)
     assert commands, f"{doc.name} shows no `scripts/run-tests` command line"
