@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-st.set_page_config(page_title="MuseGen", page_icon="🎼", layout="wide")
+st.set_page_config(page_title="MuseGen", page_icon=":material/music_note:", layout="wide")
 st.navigation(
     [
-        st.Page("pages/compose.py", title="Compose", icon="🎹", default=True),
-        st.Page("pages/ratings.py", title="Ratings", icon="⭐"),
-        st.Page("pages/models.py", title="Models", icon="🧠"),
+        st.Page("pages/compose.py", title="Compose", icon=":material/piano:", default=True),
+        st.Page("pages/ratings.py", title="Ratings", icon=":material/star:"),
+        st.Page("pages/models.py", title="Models", icon=":material/model_training:"),
     ]
 ).run()

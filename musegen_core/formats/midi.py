@@ -17,10 +17,12 @@ import re
 import struct
 
 import mido
-import pretty_midi
 
 from musegen_core.errors import FormatError
 from musegen_core.music import ALLOWED_DENOMINATORS, Key, Note, Part, Piece, TimeSignature
+from musegen_core.quiet_import import import_quietly
+
+pretty_midi = import_quietly("pretty_midi")
 
 TICKS_PER_BEAT = 480  # resolution of the files we write, and the grid (1/480 beat) every reader snaps to
 MAX_NOTES = 20_000  # larger pieces are refused: no melody upload needs them and they slow every page

@@ -26,6 +26,7 @@ import numpy as np
 
 from musegen_core.errors import RenderError
 from musegen_core.music import Part, Piece
+from musegen_core.quiet_import import import_quietly
 
 if TYPE_CHECKING:
     import fluidsynth
@@ -193,10 +194,9 @@ def wav_duration_seconds(wav: bytes) -> float:
 
 def _import_fluidsynth() -> Any:
     try:
-        import fluidsynth
+        return import_quietly("fluidsynth")
     except ImportError as error:
         raise RenderError(f"FluidSynth is not available ({error}); install libfluidsynth3 and pyfluidsynth") from error
-    return fluidsynth
 
 
 def _check_renderable(piece: Piece) -> None:
