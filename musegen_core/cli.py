@@ -14,7 +14,6 @@ from musegen_core.errors import FormatError, MusegenError
 from musegen_core.formats import MusicFile, default_melody_part, open_music_file
 from musegen_core.music import Piece
 
-DEFAULT_MODEL = "lstm-folk"
 log = logging.getLogger("musegen")
 
 
@@ -45,12 +44,29 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument("--temperature", type=float, default=1.0)
     generate.add_argument("--top-p", type=float, default=1.0)
     generate.add_argument("--seed", type=int, default=0)
-    generate.add_argument("--model", default=DEFAULT_MODEL, help="installed model name (see models/)")
+    generate.add_argument(
+        "--model", default=None, help="installed model name, or a family (lstm, transformer) for its promoted model"
+    )
+    generate.add_argument("--style", default=None, help="style for style-conditioned models (default: any style)")
     generate.add_argument("--tune", type=int, default=0, help="tune index in a multi-tune ABC file")
     generate.add_argument("--part", type=int, default=None, help="melody track index (default: best guess)")
     generate.add_argument("--out", type=Path, required=True, help="MIDI file to write (prime + continuation)")
     generate.add_argument("--wav", type=Path, default=None, help="also render the result to this WAV file")
     generate.set_defaults(run=_generate)
+
+    from musegen_core.training import corpus  # numpy + tqdm only; music21 is imported when a collection is built
+
+    data = commands.add_parser("data", help="the training corpus")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    stats = data_commands.add_parser("stats", help="tunes and steps per style and split, near-duplicates, skips")
+    corpus.add_stats_arguments(stats)
+    stats.set_defaults(run=corpus.run_stats)
+
+    from musegen_core.evaluation import harness  # torch is imported only for commands that need it
+
+    eval_parser = commands.add_parser("eval", help="evaluate the installed models on the held-out test split")
+    harness.add_arguments(eval_parser)
+    eval_parser.set_defaults(run=harness.run)
 
     from musegen_core.training import train  # torch is imported only for commands that need it
 
@@ -102,15 +118,15 @@ def _summary(music_file: MusicFile, piece: Piece, tune: int) -> dict[str, Any]:
 def _generate(args: argparse.Namespace) -> int:
     from musegen_core.formats.midi import piece_to_midi
     from musegen_core.generate import continue_melody
-    from musegen_core.models.registry import load_model
+    from musegen_core.models.registry import default_model_name, load_model
 
     piece = _open(args.file).load(args.tune)
     part = default_melody_part(piece) if args.part is None else args.part
     if not 0 <= part < len(piece.parts):
         raise FormatError(f"--part must be within 0 and {len(piece.parts) - 1} (received {part}).")
     result = continue_melody(
-        load_model(args.model), piece, part_index=part, bars=args.bars,
-        temperature=args.temperature, top_p=args.top_p, seed=args.seed,
+        load_model(args.model or default_model_name() or ""), piece, part_index=part, bars=args.bars,
+        temperature=args.temperature, top_p=args.top_p, seed=args.seed, style=args.style,
     )  # fmt: skip
     args.out.write_bytes(piece_to_midi(result.joined()))
     print(f"wrote {args.out} ({len(result.generated.parts[0].notes)} new notes over {args.bars} bars)")

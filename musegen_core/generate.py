@@ -1,4 +1,5 @@
-"""Generation modes over `Piece`s. For now: continue a melody with a trained autoregressive model.
+"""Generation modes over `Piece`s. For now: continue a melody with a trained autoregressive model, optionally in
+one of the model's styles.
 
 The prime is encoded with the shared token encoding, padded with rests to the end of its last bar, and the model
 samples whole bars after it. Sampling uses a `torch.Generator` seeded from `seed` (the global RNG is never touched),
@@ -52,6 +53,7 @@ def continue_melody(
     temperature: float = 1.0,
     seed: int = 0,
     top_p: float = 1.0,
+    style: str | None = None,
 ) -> Continuation:
     """Continue one part of `prime` by `bars` bars of its meter.
 
@@ -63,11 +65,14 @@ def continue_melody(
         temperature: sampling temperature, 0.05–5 (lower = safer, higher = wilder).
         seed: 0 to 2**31 − 1; the same seed gives the same continuation.
         top_p: nucleus sampling mass in (0, 1] (1 = off).
+        style: one of `model.styles` (e.g. "irish"), or None for no particular style.
 
     Raises:
-        ControlError: a control is out of range, the part index does not exist, or the melody has no notes.
+        ControlError: a control is out of range, the style is not one of the model's, the part index does not
+            exist, or the melody has no notes.
     """
     _check_controls(bars, temperature, seed, top_p)
+    style_index = _style_index(model, style)
     melody = _melody_part(prime, part_index)
     context, positions, start_step = _model_inputs(melody, int(bars))
     new = model.generate(
@@ -77,6 +82,7 @@ def continue_melody(
         temperature=temperature,
         top_p=top_p,
         generator=torch.Generator().manual_seed(int(seed)),
+        style=style_index,
     )
     start_beats = start_step / encoding.STEPS_PER_BEAT
     return Continuation(melody, _generated_piece(melody, new.numpy(), start_beats), start_beats)
@@ -92,6 +98,16 @@ def _check_controls(bars: int, temperature: float, seed: int, top_p: float) -> N
         raise ControlError(f"seed must be a whole number within 0 and {MAX_SEED} (received {seed!r})")
     if not 0 < top_p <= 1:
         raise ControlError(f"top_p must be within 0 (excluded) and 1 (received {top_p!r})")
+
+
+def _style_index(model: MelodyModel, style: str | None) -> int | None:
+    """Index of `style` in the model's styles (None stays None: any style)."""
+    if style is None:
+        return None
+    if style not in model.styles:
+        offered = f"one of {list(model.styles)}" if model.styles else "None: this model has no style conditioning"
+        raise ControlError(f"style must be {offered} (received {style!r})")
+    return model.styles.index(style)
 
 
 def _is_whole(value: object) -> bool:

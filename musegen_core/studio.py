@@ -23,7 +23,7 @@ class Take:
     continuation: Continuation
     model: ModelInfo
     seed: int
-    controls: dict[str, Any]  # bars, temperature, top_p, part_index, tune_index
+    controls: dict[str, Any]  # bars, temperature, top_p, style, part_index, tune_index
     prime_name: str
 
     @property
@@ -53,17 +53,19 @@ def make_take(
     bars: int,
     temperature: float,
     top_p: float = 1.0,
+    style: str | None = None,
     part_index: int = 0,
     tune_index: int = 0,
 ) -> Take:
     """Continue the chosen part of `prime` with `model`; raises `ControlError` for out-of-range controls."""
     continuation = continue_melody(
-        model, prime, part_index=part_index, bars=bars, temperature=temperature, seed=seed, top_p=top_p
+        model, prime, part_index=part_index, bars=bars, temperature=temperature, seed=seed, top_p=top_p, style=style
     )
     controls = {
         "bars": bars,
         "temperature": temperature,
         "top_p": top_p,
+        "style": style,
         "part_index": part_index,
         "tune_index": tune_index,
     }

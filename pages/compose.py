@@ -12,6 +12,7 @@ from musegen_core.render.pianoroll import PRIME_COLOR, TAKE_COLOR, RollLayer, pi
 from musegen_core.studio import describe_piece, make_take, rating_for
 
 MAX_SEED = 2**31 - 1
+ANY_STYLE = "any style"
 
 
 def choose_prime(data: bytes, name: str) -> tuple[Piece, int, int]:
@@ -45,18 +46,25 @@ def generate_controls(state: ui.ComposeState, piece: Piece, name: str, tune: int
     if not infos:
         st.error("No trained model is installed in models/. Run `musegen train` or restore the shipped models.")
         return
+    info = st.selectbox("Model", infos, format_func=lambda m: f"{m.name} (v{m.version}, {m.family})")
+    st.caption(info.licence_note)
     with st.form("generate"):
-        info = st.selectbox("Model", infos, format_func=lambda m: f"{m.name} (v{m.version}, {m.family})")
+        style = st.selectbox(
+            "Style",
+            [ANY_STYLE, *info.styles],
+            format_func=lambda s: s.replace("_", " "),
+            disabled=not info.styles,
+            help="Styles this model was trained on." if info.styles else "This model is not style-conditioned.",
+        )
         bars = st.slider("Bars to add", 1, 32, 8)
         temperature = st.slider("Temperature", 0.1, 2.0, 1.0, 0.05, help="Lower: safer, more repetitive.")
         seed = st.number_input("Seed", 0, MAX_SEED, 0, help="Same seed and settings → the same take.")
         submitted = st.form_submit_button("Generate", type="primary")
-    st.caption(info.licence_note)
     if submitted:
         state.takes_made += 1
         state.take = make_take(
-            state.takes_made, ui.model(info.name), info, piece,
-            prime_name=name, seed=int(seed), bars=bars, temperature=temperature, part_index=part, tune_index=tune,
+            state.takes_made, ui.model(info.name), info, piece, prime_name=name, seed=int(seed), bars=bars,
+            temperature=temperature, style=None if style == ANY_STYLE else style, part_index=part, tune_index=tune,
         )  # fmt: skip
 
 

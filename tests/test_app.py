@@ -119,3 +119,21 @@ def test_pages_hold_no_music_or_model_logic() -> None:
     for page in [ROOT / "app.py", *(ROOT / "pages").glob("*.py")]:
         imports = [line for line in page.read_text().splitlines() if line.startswith(("import ", "from "))]
         assert not [line for line in imports if any(f" {name}" in line for name in forbidden)], page.name
+
+
+def test_every_installed_model_and_its_styles_can_be_picked(app: AppTest) -> None:
+    app.file_uploader[0].upload("tune.mid", _melody_midi(), "audio/midi").run()
+    model_picker = next(s for s in app.selectbox if s.label == "Model")
+    assert model_picker.value.name == "lstm-folk"  # the promoted default comes first
+    assert {"lstm-cleared", "lstm-folk", "transformer-cleared", "transformer-folk"} <= {
+        option.split(" ")[0] for option in model_picker.options
+    }
+    model_picker.select_index(next(i for i, o in enumerate(model_picker.options) if o.startswith("transformer-folk")))
+    app.run()
+    style_picker = next(s for s in app.selectbox if s.label == "Style")
+    assert "bach chorale" in style_picker.options and not style_picker.disabled
+    style_picker.set_value("bach_chorale")
+    _button(app, "Generate").click().run()
+    assert not app.exception and not app.error
+    take = app.session_state["compose"].take
+    assert take.model.name == "transformer-folk" and take.controls["style"] == "bach_chorale"

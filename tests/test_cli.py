@@ -109,3 +109,14 @@ def test_train_is_wired_into_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert done.returncode == 0, done.stderr
     config = json.loads((out / "config.json").read_text())
     assert config["training"]["command"].startswith("musegen train ")
+
+
+@has_model
+@pytest.mark.parametrize("family", ["lstm", "transformer"])
+def test_generate_by_family_uses_its_promoted_model_and_a_style(waltz_mid: Path, tmp_path: Path, family: str) -> None:
+    out = tmp_path / f"{family}.mid"
+    done = musegen("generate", waltz_mid, "--model", family, "--style", "irish", "--bars", "2", "--out", out)
+    assert done.returncode == 0, done.stderr
+    assert load_piece(out.read_bytes(), out.name).bar_count() == 3 + 2
+    wrong = musegen("generate", waltz_mid, "--model", family, "--style", "klezmer", "--out", tmp_path / "x.mid")
+    assert wrong.returncode == 1 and "klezmer" in wrong.stderr

@@ -13,7 +13,7 @@ from musegen_core import encoding
 from musegen_core.errors import ControlError
 from musegen_core.generate import Continuation, continue_melody
 from musegen_core.models.checkpoint import load_checkpoint
-from musegen_core.models.lstm import PRESETS, MelodyLSTM
+from musegen_core.models.lstm import PRESETS, LSTMConfig, MelodyLSTM
 from musegen_core.music import Key, Note, Part, Piece, TimeSignature
 
 SHIPPED = Path(__file__).resolve().parents[1] / "models" / "lstm-folk"
@@ -49,7 +49,7 @@ class Spy:
     family = "spy"
 
     def __init__(self, model: MelodyLSTM) -> None:
-        self.model, self.calls = model, []
+        self.model, self.calls, self.styles = model, [], model.styles
 
     def generate(self, context, positions, steps, **controls):
         self.calls.append((context, positions, steps))
@@ -170,6 +170,34 @@ def test_generation_leaves_the_global_rng_alone(tiny):
 def test_out_of_range_controls_raise_control_error(tiny, controls, received):
     with pytest.raises(ControlError, match=received):
         continue_melody(tiny, PRIMES["4/4 ends mid-bar"][0], **controls)
+
+
+@pytest.fixture(scope="module")
+def styled() -> MelodyLSTM:
+    config = LSTMConfig(**{**PRESETS["lstm-tiny"].to_dict(), "styles": ("irish", "bach_chorale")})
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = MelodyLSTM(config).eval()
+    with torch.no_grad():  # untrained logits are near-uniform: make the style decide what is sampled
+        model.head.weight.mul_(30)
+        model.style_embedding.table.weight.mul_(10)
+    return model
+
+
+def test_style_is_passed_to_the_model_as_its_index(styled):
+    prime = PRIMES["4/4 ends mid-bar"][0]
+    takes = {style: continue_melody(styled, prime, bars=4, seed=1, style=style) for style in ("irish", "bach_chorale")}
+    assert takes["irish"] != takes["bach_chorale"]
+    assert continue_melody(styled, prime, bars=4, seed=1, style="irish") == takes["irish"]
+    assert continue_melody(styled, prime, bars=4, seed=1).generated.parts[0].notes  # None: any style
+
+
+def test_a_style_the_model_does_not_know_is_refused_naming_both(styled, tiny):
+    prime = PRIMES["4/4 ends mid-bar"][0]
+    with pytest.raises(ControlError, match=r"one of \['irish', 'bach_chorale'\] \(received 'jazz'\)"):
+        continue_melody(styled, prime, style="jazz")
+    with pytest.raises(ControlError, match=r"no style conditioning \(received 'irish'\)"):
+        continue_melody(tiny, prime, style="irish")
 
 
 def test_a_prime_without_notes_is_refused(tiny):

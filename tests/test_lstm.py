@@ -208,6 +208,20 @@ def test_registry_lists_and_loads_models(saved, monkeypatch):
         registry.load_model("../tiny")
 
 
+def test_promoted_json_sets_the_default_and_each_familys_model(saved, monkeypatch):
+    _, folder = saved
+    for name in ("aaa-model", "folk-lstm", "zzz-model"):
+        checkpoint.save_checkpoint(tiny_model(), TINY, folder.parent / name, CARD, {})
+    monkeypatch.setenv("MUSEGEN_MODELS_DIR", str(folder.parent))
+    assert registry.default_model_name() is None and registry.resolve_model_name("lstm") == "lstm"
+    promoted = {"default": "folk-lstm", "families": {"lstm": "zzz-model"}}
+    (folder.parent / registry.PROMOTED_FILE).write_text(json.dumps(promoted))
+    assert [info.name for info in registry.list_models()] == ["folk-lstm", "aaa-model", "tiny", "zzz-model"]
+    assert registry.resolve_model_name("lstm") == "zzz-model"  # a family → its promoted model
+    assert registry.resolve_model_name("aaa-model") == "aaa-model"  # a name stays itself
+    assert isinstance(registry.load_model("lstm"), MelodyLSTM)
+
+
 def test_licence_note_names_the_non_commercial_corpus():
     info = registry.ModelInfo(
         "m", "lstm", "1", "", ("Essen: non-commercial use only", "O'Neill's: public domain"), False
@@ -226,3 +240,60 @@ def test_default_models_dir_is_the_repository_models_folder(monkeypatch):
     monkeypatch.delenv("MUSEGEN_MODELS_DIR", raising=False)
     assert registry.models_dir().name == "models"
     assert (registry.models_dir().parent / "musegen_core").is_dir()
+
+
+# --- style conditioning ---------------------------------------------------------------------------------------
+
+STYLED = LSTMConfig(**{**TINY.to_dict(), "styles": ("irish", "bach_chorale")})
+
+
+def styled_model(seed: int = 0) -> MelodyLSTM:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return MelodyLSTM(STYLED).eval()
+
+
+def test_a_v1_config_without_style_fields_still_loads():
+    v1 = {k: v for k, v in TINY.to_dict().items() if k not in ("styles", "style_dim")}
+    assert LSTMConfig.from_dict(v1).styles == ()
+    assert "style_embedding.table.weight" not in MelodyLSTM(LSTMConfig.from_dict(v1)).state_dict()
+    assert LSTMConfig.from_dict(json.loads(json.dumps(STYLED.to_dict()))) == STYLED
+
+
+def test_style_changes_the_logits_and_none_is_the_any_style_row():
+    model, (tokens, positions) = styled_model(), inputs(2, 6)
+    irish, _ = model(tokens, positions, styles=torch.tensor([0, 0]))
+    bach, _ = model(tokens, positions, styles=torch.tensor([1, 1]))
+    unset, _ = model(tokens, positions)
+    any_row, _ = model(tokens, positions, styles=torch.tensor([2, 2]))
+    assert not torch.allclose(irish, bach)
+    assert torch.equal(unset, any_row)
+
+
+@pytest.mark.parametrize("style", [None, 0, 1])
+@torch.inference_mode()
+def test_fast_stepping_matches_the_lstm_module_with_a_style(style):
+    model, (tokens, positions) = styled_model(), inputs(1, 10)
+    rows = model._style_rows(style, torch.device("cpu"))
+    expected, _ = model(tokens, positions, styles=rows)
+    logits, (h, c) = model(tokens[:, :1], positions[:, :1], styles=rows)
+    stepper, state = _Stepper(model, rows), (list(h[:, 0]), list(c[:, 0]))
+    stepped = [logits[0, 0]] + [stepper.step(int(tokens[0, t]), int(positions[0, t]), state) for t in range(1, 10)]
+    torch.testing.assert_close(torch.stack(stepped), expected[0], atol=1e-5, rtol=1e-4)
+
+
+def test_generate_takes_a_style_index_and_refuses_a_bad_one():
+    context, positions = torch.tensor([19, 1, 1, 1]), torch.arange(4 + 32) % 16
+
+    def take(model: MelodyLSTM, style: int | None) -> list[int]:
+        return model.generate(context, positions, 32, generator=torch.Generator().manual_seed(2), style=style).tolist()
+
+    model = styled_model()
+    with torch.no_grad():  # an untrained model is near-uniform: make the style matter for the sampled tokens
+        model.head.weight.mul_(30)
+        model.style_embedding.table.weight.mul_(10)
+    assert take(model, 0) == take(model, 0) and take(model, 0) != take(model, 1)
+    with pytest.raises(ValueError, match="received 2"):
+        take(model, 2)
+    with pytest.raises(ValueError, match="no style conditioning"):
+        take(tiny_model(), 0)

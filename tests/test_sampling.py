@@ -52,3 +52,10 @@ def test_sample_never_draws_a_filtered_token():
     generator = torch.Generator().manual_seed(0)
     filtered = sampling.nucleus(LOGITS, 0.5)
     assert {int(sampling.sample(filtered, generator)) for _ in range(200)} == {0}
+
+
+def test_next_token_filters_then_draws_on_the_cpu():
+    row = torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05]))
+    assert sampling.next_token(row, 1.0, 0.5, torch.Generator().manual_seed(0)) == 0  # top_p leaves one token
+    draws = [sampling.next_token(row, 5.0, 1.0, torch.Generator().manual_seed(s)) for s in range(200)]
+    assert set(draws) == {0, 1, 2, 3}  # a hot temperature reaches every token

@@ -36,9 +36,12 @@ class Checkpoint:
 
 def families() -> dict[str, tuple[type, type]]:
     """Model family name → (config class, module class). Imported here, lazily, to keep the import graph one-way."""
-    from musegen_core.models import lstm
+    from musegen_core.models import lstm, transformer
 
-    return {lstm.FAMILY: (lstm.LSTMConfig, lstm.MelodyLSTM)}
+    return {
+        lstm.FAMILY: (lstm.LSTMConfig, lstm.MelodyLSTM),
+        transformer.FAMILY: (transformer.TransformerConfig, transformer.MelodyTransformer),
+    }
 
 
 def save_checkpoint(

@@ -1,10 +1,13 @@
 """Melody LSTM: a MelodyRNN-style next-step model over the shared 16th-note token encoding.
 
 At step t the network reads the token of step t together with the *bar position of step t + 1* (the step it is about
-to predict), so it always knows where the next bar line falls, whatever the meter or pickup:
+to predict), so it always knows where the next bar line falls, whatever the meter or pickup, and (for a
+style-conditioned model) the tune's style vector at every step:
 
-    input_t  = [token_embedding(tokens[t]) ; position_embedding(positions[t])]      positions[t] = position of step t+1
+    input_t  = [token_embedding(tokens[t]) ; position_embedding(positions[t]) ; style_embedding(style)]
     logits_t = head(LSTM(input_0 .. input_t))                                      → distribution of tokens[t + 1]
+
+`positions[t]` is the position of step t + 1; `style` is one of `config.styles` or "any style" (see `models/style.py`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from torch import nn
 
 from musegen_core import encoding
 from musegen_core.models import sampling
+from musegen_core.models.style import StyleEmbedding, check_unconditioned
 
 FAMILY = "lstm"
 
@@ -33,44 +37,53 @@ class LSTMConfig:
     hidden: int = 256  # LSTM hidden and cell width
     layers: int = 2  # stacked LSTM layers
     dropout: float = 0.2  # dropout on embeddings, between LSTM layers and before the head (training only)
+    styles: tuple[str, ...] = ()  # style labels the model is conditioned on, in index order; () = unconditioned
+    style_dim: int = 16  # style embedding width (unused without styles)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return asdict(self) | {"styles": list(self.styles)}
 
     @classmethod
     def from_dict(cls, data: dict) -> LSTMConfig:
-        """Build from a dict, refusing unknown or missing fields (a checkpoint must match this code exactly)."""
+        """Build from a dict, refusing unknown or missing fields (a checkpoint must match this code exactly). Only
+        the style fields may be missing: v1 checkpoints predate them and their defaults rebuild those models."""
         names = {f.name for f in fields(cls)}
-        unknown, missing = sorted(set(data) - names), sorted(names - set(data))
+        unknown, missing = sorted(set(data) - names), sorted(names - set(data) - {"styles", "style_dim"})
         if unknown or missing:
             raise ValueError(f"LSTMConfig fields do not match: unknown {unknown}, missing {missing}")
-        return cls(**data)
+        return cls(**{**data, "styles": tuple(data.get("styles", ()))})
 
 
 PRESETS = {
     "lstm-small": LSTMConfig(),  # ~0.9 M parameters, 3.5 MB fp32: the shipped folk model
-    "lstm-tiny": LSTMConfig(token_dim=8, position_dim=4, hidden=16, layers=1, dropout=0.0),  # tests
+    "lstm-tiny": LSTMConfig(token_dim=8, position_dim=4, hidden=16, layers=1, dropout=0.0, style_dim=4),  # tests
 }
 
 
 class MelodyLSTM(nn.Module):
-    """Token + position embeddings → stacked LSTM → linear head over the token vocabulary."""
+    """Token + position (+ style) embeddings → stacked LSTM → linear head over the token vocabulary."""
 
     family = FAMILY
 
     def __init__(self, config: LSTMConfig) -> None:
         super().__init__()
         self.config = config
+        self.styles = config.styles
         self.token_embedding = nn.Embedding(config.vocab_size, config.token_dim)
         self.position_embedding = nn.Embedding(config.positions, config.position_dim)
+        self.style_embedding = StyleEmbedding(config.styles, config.style_dim) if config.styles else None
         self.dropout = nn.Dropout(config.dropout)
         between = config.dropout if config.layers > 1 else 0.0
-        width = config.token_dim + config.position_dim
+        width = config.token_dim + config.position_dim + (config.style_dim if config.styles else 0)
         self.lstm = nn.LSTM(width, config.hidden, config.layers, batch_first=True, dropout=between)
         self.head = nn.Linear(config.hidden, config.vocab_size)
 
     def forward(
-        self, tokens: torch.Tensor, positions: torch.Tensor, state: LSTMState | None = None
+        self,
+        tokens: torch.Tensor,
+        positions: torch.Tensor,
+        state: LSTMState | None = None,
+        styles: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, LSTMState]:
         """Next-step logits for every step.
 
@@ -78,12 +91,15 @@ class MelodyLSTM(nn.Module):
             tokens: (batch, time) int64 tokens of steps 0 .. time-1.
             positions: (batch, time) int64 bar positions of steps 1 .. time (the steps being predicted).
             state: recurrent state to continue from, or None to start fresh.
+            styles: (batch,) int64 style rows (see `StyleEmbedding`), None = any style; ignored without styles.
 
         Returns:
             logits (batch, time, vocab) — row t scores the token of step t + 1 — and the new state.
         """
-        inputs = torch.cat([self.token_embedding(tokens), self.position_embedding(positions)], dim=-1)
-        hidden, state = self.lstm(self.dropout(inputs), state)
+        parts = [self.token_embedding(tokens), self.position_embedding(positions)]
+        if self.style_embedding is not None:  # the same style vector at every step
+            parts.append(self.style_embedding(styles, len(tokens))[:, None].expand(-1, tokens.shape[1], -1))
+        hidden, state = self.lstm(self.dropout(torch.cat(parts, dim=-1)), state)
         return self.head(self.dropout(hidden)), state
 
     def parameter_count(self) -> int:
@@ -99,6 +115,7 @@ class MelodyLSTM(nn.Module):
         temperature: float = 1.0,
         top_p: float = 1.0,
         generator: torch.Generator | None = None,
+        style: int | None = None,
     ) -> torch.Tensor:
         """Sample `steps` tokens that continue `context` (call on a model in eval mode, as `load_checkpoint` gives).
 
@@ -108,6 +125,7 @@ class MelodyLSTM(nn.Module):
             steps: number of tokens to sample.
             temperature, top_p: see `sampling.apply_temperature` / `sampling.nucleus`.
             generator: seeded CPU generator; the same seed and inputs give the same tokens.
+            style: index into `self.styles`, or None for any style (the only choice without styles).
 
         Returns:
             (steps,) int64 tokens on the CPU.
@@ -115,21 +133,24 @@ class MelodyLSTM(nn.Module):
         if len(positions) != len(context) + steps or len(context) < 1:
             raise ValueError(f"need ≥ 1 context token and len(context) + steps positions (received {len(positions)})")
         device = self.head.weight.device
+        rows = self._style_rows(style, device)
         context, positions = context.to(device), positions.to(device)
-        logits, (h, c) = self(context[None], positions[None, 1 : len(context) + 1])  # read the context in one call
-        stepper, state = _Stepper(self), (list(h[:, 0]), list(c[:, 0]))
+        logits, (h, c) = self(context[None], positions[None, 1 : len(context) + 1], styles=rows)  # whole context
+        stepper, state = _Stepper(self, rows), (list(h[:, 0]), list(c[:, 0]))
         chosen = torch.empty(steps, dtype=torch.int64)
         last = logits[0, -1]
         for step in range(steps):
-            chosen[step] = token = self._pick(last, temperature, top_p, generator)
+            chosen[step] = token = sampling.next_token(last, temperature, top_p, generator)
             if step + 1 < steps:
                 last = stepper.step(token, int(positions[len(context) + step + 1]), state)
         return chosen
 
-    def _pick(self, logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> int:
-        """One sampled token from one (vocab,) row of logits; sampling runs on the CPU with the CPU generator."""
-        filtered = sampling.nucleus(sampling.apply_temperature(logits.float().cpu(), temperature), top_p)
-        return int(sampling.sample(filtered, generator))
+    def _style_rows(self, style: int | None, device: torch.device) -> torch.Tensor | None:
+        """(1,) style row for `generate`, or None for a model without styles (which accepts only None)."""
+        if self.style_embedding is None:
+            check_unconditioned(style, FAMILY)
+            return None
+        return torch.tensor([self.style_embedding.index(style)], device=device)
 
 
 class _Stepper:
@@ -139,11 +160,14 @@ class _Stepper:
     each cell is updated with plain tensor ops (PyTorch's gate order: input, forget, cell, output). Eval mode only.
     """
 
-    def __init__(self, model: MelodyLSTM) -> None:
+    def __init__(self, model: MelodyLSTM, style_rows: torch.Tensor | None = None) -> None:
         lstm, split = model.lstm, model.config.token_dim
+        end = split + model.config.position_dim
         w_ih, bias = lstm.weight_ih_l0, lstm.bias_ih_l0 + lstm.bias_hh_l0
+        if model.style_embedding is not None:  # the style's constant contribution joins the bias
+            bias = bias + w_ih[:, end:] @ model.style_embedding(style_rows, 1)[0]
         self.token_gates = model.token_embedding.weight @ w_ih[:, :split].T + bias  # (vocab, 4 * hidden)
-        self.position_gates = model.position_embedding.weight @ w_ih[:, split:].T  # (positions, 4 * hidden)
+        self.position_gates = model.position_embedding.weight @ w_ih[:, split:end].T  # (positions, 4 * hidden)
         self.recurrent = [getattr(lstm, f"weight_hh_l{k}") for k in range(lstm.num_layers)]  # (4H, H) each
         self.inputs = [getattr(lstm, f"weight_ih_l{k}") for k in range(1, lstm.num_layers)]  # (4H, H) each
         self.biases = [

@@ -35,3 +35,9 @@ def sample(logits: torch.Tensor, generator: torch.Generator | None = None) -> to
     probabilities = torch.softmax(logits.float(), dim=-1)
     flat = probabilities.reshape(-1, probabilities.shape[-1])
     return torch.multinomial(flat, 1, generator=generator).reshape(probabilities.shape[:-1])
+
+
+def next_token(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> int:
+    """One token drawn from one (vocab,) row of logits after temperature and nucleus filtering. Runs on the CPU
+    with the (CPU) `generator`, so a model on any device samples the same tokens for the same seed."""
+    return int(sample(nucleus(apply_temperature(logits.float().cpu(), temperature), top_p), generator))

@@ -1,20 +1,26 @@
-"""Training corpus: folk tunes from music21's bundled ABC collections, as melody tokens, cached and split.
+"""Training corpus: style-labelled melodies from music21's bundled collections, as tokens, cached and split.
 
-Collections (see `COLLECTIONS`): Essen (German and Chinese folk songs; **non-commercial licence**), O'Neill's Music of
-Ireland (1850) and Ryan's Mammoth Collection (public domain). Each ABC file is split into tunes at its `X:` lines, each
-tune parsed with music21's ABC converter (never its pickle cache), reduced to a `Piece` and encoded with
-`musegen_core.encoding`. The built corpus of each collection is cached as one `.npz` (no pickles) under
-`MUSEGEN_CACHE_DIR` (default `~/.cache/musegen`), keyed by the corpus files, the encoding version and this module's
-`CORPUS_VERSION`. Tunes are split 80/10/10 by a hash of the seed and a transposition-invariant content signature, so
-exact duplicates and transpositions always fall into the same split.
+Collections (`sources.COLLECTIONS`) and their style labels (`STYLES`): Essen (German and Chinese folk songs;
+**non-commercial licence**), O'Neill's Music of Ireland (1850, Irish), Ryan's Mammoth Collection (1883, American
+fiddle) and the Bach chorales (soprano lines). Each tune is parsed with music21 from its text or bytes (never its
+pickle cache) in worker processes, reduced to a one-part `Piece` and encoded with `musegen_core.encoding`. The built
+corpus of each collection is cached as one `.npz` (no pickles) under `MUSEGEN_CACHE_DIR` (default
+`~/.cache/musegen`), keyed by the corpus files, the style labels, the encoding version and `CORPUS_VERSION`.
+
+Split: 80/10/10 by a hash of the seed and a transposition-invariant content signature, so exact duplicates and
+transpositions share a split. Near-duplicates (variants, a tune in two collections) are grouped by
+`musegen_core.training.dedupe` and each group takes the split of its smallest signature, so no near-duplicate pair
+straddles train/valid/test. Grouping looks at the tunes loaded together: the split of a tune can depend on which
+collections (and `max_tunes`) were loaded.
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
+import itertools
 import json
 import os
-import re
 import time
 import zipfile
 from collections import Counter
@@ -26,40 +32,26 @@ import numpy as np
 from tqdm import tqdm
 
 from musegen_core import encoding
+from musegen_core.training import dedupe
+from musegen_core.training.corpus_tables import stats_markdown
 from musegen_core.training.m21_tune import SkipTune, key_name, stream_to_piece, tempo_of
+from musegen_core.training.sources import (
+    COLLECTIONS,
+    STYLES,
+    Source,
+    chorale_title,
+    collection_files,
+    read_score,
+    style_of,
+    tune_sources,
+)
 
-CORPUS_VERSION = 1  # bump when the tune → tokens conversion changes (invalidates caches)
-MAX_TUNE_CHARS = 20_000  # ABC text longer than this is skipped unparsed (guards against runaway parses)
+CORPUS_VERSION = 3  # bump when the tune → tokens conversion changes (invalidates caches). 3: Bach, keys per part
 MAX_TUNE_STEPS = 4096  # tunes longer than this many sixteenth steps (256 bars of 4/4) are skipped
 MIN_TUNE_NOTES = 8  # shorter tunes are skipped (fragments, incipits)
-CHUNK_TUNES = 100  # tunes per worker task
-METER_FIELD = re.compile(r"(?m)^M:\s*([^\s%]+)|\[M:\s*([^\]]+)\]")  # header/body `M:` lines, inline `[M:..]`
 SPLITS = ("train", "valid", "test")
 SPLIT_PERCENT = (80, 10, 10)
-
-
-@dataclass(frozen=True)
-class Collection:
-    """One music21 corpus folder: where it is, how to label its tunes, and under what licence it may be used."""
-
-    folder: str  # folder under music21's corpus directory
-    licence: str  # short licence statement for model cards
-    commercial_use: bool  # may models trained on it be used commercially?
-    style: str  # style label of its tunes
-    alt_style: dict[str, str] = field(default_factory=dict)  # file-name prefix → style overriding `style`
-
-
-COLLECTIONS = {
-    "essen": Collection(
-        "essenFolksong",
-        "Essen Folksong Collection (ABC by S. Schlien): non-commercial distribution and use only",
-        False,
-        "german_folk",
-        {"han": "chinese_folk"},
-    ),
-    "oneills": Collection("oneills1850", "O'Neill's Music of Ireland (1850): public domain", True, "irish"),
-    "ryans": Collection("ryansMammoth", "Ryan's Mammoth Collection (1883): public domain", True, "american_fiddle"),
-}
+DEFAULT_COLLECTIONS = ("essen", "oneills", "ryans")  # what `load_corpus` loads when not told (the shipped model's)
 
 
 @dataclass(frozen=True)
@@ -83,6 +75,18 @@ class Tune:
         return encoding.bar_positions(len(self.tokens), self.bar_steps, self.offset_steps)
 
 
+@dataclass(frozen=True)
+class Grouping:
+    """How near-duplicates were grouped before the split (see `musegen_core.training.dedupe`)."""
+
+    groups: int  # groups of two or more tunes
+    grouped_tunes: int  # tunes in those groups
+    moved_tunes: int  # tunes whose split differs from the split of their own signature
+    threshold: float  # Jaccard similarity of shingle sets at or above which two tunes are joined
+    ngram: int  # events per shingle
+    seconds: float  # time taken
+
+
 @dataclass
 class Corpus:
     """Tunes of one or more collections plus their split assignment (`splits[i]` is the split of `tunes[i]`)."""
@@ -91,6 +95,8 @@ class Corpus:
     splits: list[str]
     failures: dict[str, Counter]  # collection → reason → number of tunes skipped
     build_seconds: dict[str, float]  # collection → seconds spent parsing (0.0 when loaded from the cache)
+    cached_build_seconds: dict[str, float] = field(default_factory=dict)  # collection → seconds its cached build took
+    grouping: Grouping | None = None  # None when near-duplicates were not grouped
 
     def split(self, name: str) -> list[Tune]:
         """The tunes of one split: "train", "valid" or "test"."""
@@ -98,25 +104,33 @@ class Corpus:
             raise ValueError(f"split must be one of {SPLITS} (received {name!r})")
         return [tune for tune, split in zip(self.tunes, self.splits, strict=True) if split == name]
 
-    def stats(self) -> str:
-        """A Markdown table of tunes per collection and split, with total steps and skipped tunes."""
-        lines = [
-            "| collection | train | valid | test | steps | skipped |",
-            "| --- | ---: | ---: | ---: | ---: | ---: |",
-        ]
-        rows = {name: Counter() for name in self.failures}
-        for tune, split in zip(self.tunes, self.splits, strict=True):
-            rows.setdefault(tune.collection, Counter()).update({split: 1, "steps": len(tune.tokens)})
-        for name, reasons in self.failures.items():
-            rows[name]["skipped"] = sum(reasons.values())
-        rows["**all**"] = sum(rows.values(), Counter())
-        for name, row in rows.items():
-            lines.append(f"| {name} | " + " | ".join(str(row[c]) for c in (*SPLITS, "steps", "skipped")) + " |")
-        return "\n".join(lines)
-
     def counts(self) -> dict[str, int]:
         """Number of tunes per split."""
         return {name: self.splits.count(name) for name in SPLITS}
+
+    def summary(self) -> dict:
+        """JSON-ready statistics: tunes and steps per style and split (styles in `STYLES` order, then "all"),
+        skipped tunes per collection and reason, build seconds and the near-duplicate grouping."""
+        cells = {style: {name: Counter() for name in (*SPLITS, "all")} for style in (*STYLES, "all")}
+        for tune, split in zip(self.tunes, self.splits, strict=True):
+            for style, name in itertools.product((tune.style, "all"), (split, "all")):
+                cells[style][name].update({"tunes": 1, "steps": len(tune.tokens)})
+        present = [style for style in STYLES if cells[style]["all"]["tunes"]]
+        return {
+            "styles": {
+                style: {name: {"tunes": c["tunes"], "steps": c["steps"]} for name, c in cells[style].items()}
+                for style in (*present, "all")
+            },
+            "skipped": {name: dict(reasons) for name, reasons in self.failures.items()},
+            "build_seconds": {name: round(seconds, 2) for name, seconds in self.build_seconds.items()},
+            "cached_build_seconds": {name: round(s, 2) for name, s in self.cached_build_seconds.items()},
+            "near_duplicates": asdict(self.grouping) if self.grouping else None,
+        }
+
+    def stats(self) -> str:
+        """Markdown: tunes and sixteenth steps per style and split, then skipped tunes and build time per collection,
+        then the near-duplicate grouping."""
+        return stats_markdown(self.summary())
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -136,7 +150,7 @@ def default_cache_dir() -> Path:
 
 
 def load_corpus(
-    collections: tuple[str, ...] | list[str] = ("essen", "oneills", "ryans"),
+    collections: tuple[str, ...] | list[str] = DEFAULT_COLLECTIONS,
     *,
     seed: int = 0,
     max_tunes: int | None = None,
@@ -144,17 +158,19 @@ def load_corpus(
     progress: bool = True,
     cache_dir: Path | str | None = None,
     root: Path | str | None = None,
+    group_near_duplicates: bool = True,
 ) -> Corpus:
     """Load (building and caching where needed) the tunes of the given collections and split them.
 
     Args:
-        collections: keys of `COLLECTIONS`.
-        seed: split seed; the split of a tune depends only on the seed and its content.
+        collections: keys of `COLLECTIONS`, e.g. `("essen", "oneills", "ryans", "bach")`.
+        seed: split seed; the split of a tune depends on the seed and its content (and its near-duplicates').
         max_tunes: per collection, keep only the first this many tunes (in file order) — for quick tests.
         workers: parser processes for a build (1 parses in this process).
         progress: show a tqdm progress bar while building.
         cache_dir: where `.npz` caches live (default `default_cache_dir()`).
         root: corpus folder holding the collection folders (default music21's).
+        group_near_duplicates: keep near-duplicate groups in one split (False: exact signatures only, as in v1).
     """
     unknown = [name for name in collections if name not in COLLECTIONS]
     if unknown:
@@ -164,35 +180,40 @@ def load_corpus(
     tunes: list[Tune] = []
     failures: dict[str, Counter] = {}
     seconds: dict[str, float] = {}
+    cached_seconds: dict[str, float] = {}
     for name in collections:
-        built, failures[name], seconds[name] = _load_collection(name, root, cache, max_tunes, workers, progress)
+        built, failures[name], seconds[name], cached_seconds[name] = _load_collection(
+            name, root, cache, max_tunes, workers, progress
+        )
         tunes.extend(built)
-    return Corpus(tunes, [split_of(t.signature, seed) for t in tunes], failures, seconds)
+    splits, grouping = assign_splits(tunes, seed, group_near_duplicates)
+    return Corpus(tunes, splits, failures, seconds, cached_seconds, grouping)
 
 
 def _load_collection(
     name: str, root: Path, cache: Path, max_tunes: int | None, workers: int, progress: bool
-) -> tuple[list[Tune], Counter, float]:
-    files = sorted((root / COLLECTIONS[name].folder).glob("*.abc"))
-    if not files:
-        raise FileNotFoundError(f"no .abc files for collection {name!r} under {root / COLLECTIONS[name].folder}")
-    path = cache / f"corpus-{name}-{_cache_key(files, root, max_tunes)}.npz"
+) -> tuple[list[Tune], Counter, float, float]:
+    """(tunes, skip reasons, seconds spent building now, seconds the cached build took)."""
+    files = collection_files(name, root)
+    path = cache / f"corpus-{name}-{_cache_key(name, files, root, max_tunes)}.npz"
     if path.exists():
         try:
-            tunes, failures = _read_cache(path)
-            return tunes, failures, 0.0
+            tunes, failures, cached_seconds = _read_cache(path)
+            return tunes, failures, 0.0, cached_seconds
         except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile):  # damaged cache: build it again
             path.unlink(missing_ok=True)
     start = time.perf_counter()
-    tunes, failures = _build_collection(name, files, root, max_tunes, workers, progress)
+    tunes, failures = _build_collection(name, tune_sources(name, files, root, max_tunes), workers, progress)
     seconds = time.perf_counter() - start
     _write_cache(path, tunes, failures, seconds)
-    return tunes, failures, seconds
+    return tunes, failures, seconds, seconds
 
 
-def _cache_key(files: list[Path], root: Path, max_tunes: int | None) -> str:
+def _cache_key(name: str, files: list[Path], root: Path, max_tunes: int | None) -> str:
+    """Digest of what a collection's cache depends on: versions, style labels, `max_tunes`, file names and sizes."""
     listing = [(str(f.relative_to(root)), f.stat().st_size) for f in files]
-    blob = json.dumps([encoding.ENCODING_VERSION, CORPUS_VERSION, max_tunes, listing])
+    labels = [COLLECTIONS[name].style, COLLECTIONS[name].alt_style]
+    blob = json.dumps([encoding.ENCODING_VERSION, CORPUS_VERSION, labels, max_tunes, listing])
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -212,53 +233,31 @@ def _write_cache(path: Path, tunes: list[Tune], failures: Counter, seconds: floa
     temporary.replace(path)
 
 
-def _read_cache(path: Path) -> tuple[list[Tune], Counter]:
+def _read_cache(path: Path) -> tuple[list[Tune], Counter, float]:
     with np.load(path, allow_pickle=False) as data:
         tokens, offsets = data["tokens"].astype(np.int64), data["offsets"]
         meta = json.loads(str(data["meta"]))
     tunes = [Tune(**fields, tokens=tokens[offsets[i] : offsets[i + 1]]) for i, fields in enumerate(meta["tunes"])]
-    return tunes, Counter(meta["failures"])
+    return tunes, Counter(meta["failures"]), float(meta["build_seconds"])
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Building: split files into tunes, parse them in worker processes
+# Building: parse the tunes of a collection in worker processes
 
 
-def split_tunes(text: str) -> list[str]:
-    """The tunes of an ABC file: each starts at an `X:` line (text before the first one is dropped)."""
-    return [chunk for chunk in re.split(r"(?m)^(?=X:)", text) if chunk.startswith("X:")]
-
-
-def _build_collection(
-    name: str, files: list[Path], root: Path, max_tunes: int | None, workers: int, progress: bool
-) -> tuple[list[Tune], Counter]:
-    tasks = _tasks(name, files, root, max_tunes)
-    total = sum(len(texts) for *_, texts in tasks)
-    results: dict[tuple[str, int], list] = {}
-    bar = tqdm(total=total, desc=f"parsing {name}", unit="tune", disable=not progress)
+def _build_collection(name: str, sources: list[Source], workers: int, progress: bool) -> tuple[list[Tune], Counter]:
+    chunk = COLLECTIONS[name].chunk_tunes
+    tasks = [(index, name, sources[start : start + chunk]) for index, start in enumerate(range(0, len(sources), chunk))]
+    results: dict[int, list[Tune | str]] = {}
+    bar = tqdm(total=len(sources), desc=f"parsing {name}", unit="tune", disable=not progress)
     with Pool(workers) if workers > 1 else _InProcess() as pool:
-        for task, outcome in pool.imap_unordered(_parse_task, tasks):
-            results[task] = outcome
+        for index, outcome in pool.imap_unordered(_parse_task, tasks):
+            results[index] = outcome
             bar.update(len(outcome))
     bar.close()
-    ordered = [results[(rel, first)] for _, rel, first, _ in tasks]  # file order, whatever the finishing order
-    tunes = [item for outcome in ordered for item in outcome if isinstance(item, Tune)]
-    failures = Counter(item for outcome in ordered for item in outcome if isinstance(item, str))
-    return tunes, failures
-
-
-def _tasks(name: str, files: list[Path], root: Path, max_tunes: int | None) -> list[tuple[str, str, int, list[str]]]:
-    """(collection, file path relative to root, index of the first tune, tune texts), `CHUNK_TUNES` tunes each."""
-    tasks, left = [], max_tunes
-    for path in files:
-        texts = split_tunes(path.read_text(encoding="latin-1"))
-        if left is not None:
-            texts, left = texts[:left], max(0, left - len(texts))
-        rel = str(path.relative_to(root))
-        tasks += [(name, rel, i, texts[i : i + CHUNK_TUNES]) for i in range(0, len(texts), CHUNK_TUNES)]
-        if left == 0:
-            break
-    return tasks
+    ordered = [item for index in range(len(tasks)) for item in results[index]]  # file order, whatever finished first
+    tunes = [item for item in ordered if isinstance(item, Tune)]
+    return tunes, Counter(item for item in ordered if isinstance(item, str))
 
 
 class _InProcess:
@@ -274,54 +273,47 @@ class _InProcess:
         return map(function, items)
 
 
-def _parse_task(task: tuple[str, str, int, list[str]]) -> tuple[tuple[str, int], list[Tune | str]]:
+def _parse_task(task: tuple[int, str, list[Source]]) -> tuple[int, list[Tune | str]]:
     """Parse one chunk of tunes; each result is a `Tune` or the reason (a short string) it was skipped."""
-    name, rel, first, texts = task
+    index, name, sources = task
     outcome: list[Tune | str] = []
-    for index, text in enumerate(texts, start=first):
+    for tune_id, payload in sources:
         try:
-            outcome.append(parse_tune(text, name, f"{rel}#{index}"))
+            outcome.append(parse_tune(payload, name, tune_id))
         except SkipTune as skip:
             outcome.append(str(skip))
-        except Exception as error:
+        except Exception as error:  # boundary: music21 raises many exception types on odd tunes; count, go on
             outcome.append(f"music21 {type(error).__name__}")
-    return (rel, first), outcome
+    return index, outcome
 
 
-def parse_tune(text: str, collection: str, tune_id: str) -> Tune:
-    """Parse one tune's ABC text into a `Tune`. Raises `SkipTune` (or music21's errors) when it cannot be used."""
-    from music21 import converter
+def parse_tune(payload: str | bytes, collection: str, tune_id: str) -> Tune:
+    """Parse one tune (ABC text, or a chorale's MusicXML bytes) into a `Tune`.
 
-    if len(text) > MAX_TUNE_CHARS:
-        raise SkipTune("too long (ABC text)")
-    if len({(header or inline).strip() for header, inline in METER_FIELD.findall(text)}) > 1:
-        raise SkipTune("meter change")
-    score = converter.parseData(text, format="abc")
-    piece = stream_to_piece(score)
+    Raises:
+        SkipTune: the tune cannot be used (the message is the reason); music21's errors pass through.
+    """
+    score, part = read_score(collection, payload)
+    piece = stream_to_piece(score, part)
     melody = encoding.piece_to_tokens(piece)
     if len(piece.parts[0].notes) < MIN_TUNE_NOTES:
         raise SkipTune("too few notes")
     if len(melody.tokens) > MAX_TUNE_STEPS:
         raise SkipTune("too long (steps)")
+    chorale = COLLECTIONS[collection].file_format == "musicxml"
     return Tune(
         collection=collection,
         style=style_of(collection, Path(tune_id).name),
         tune_id=tune_id,
-        title=piece.title,
+        title=chorale_title(tune_id) if chorale else piece.title,
         meter=str(piece.time_signature),
-        key=key_name(score),
+        key=key_name(part),
         tempo_bpm=tempo_of(score),
         bar_steps=melody.bar_steps,
         offset_steps=melody.offset_steps,
         signature=content_signature(melody.tokens),
         tokens=melody.tokens,
     )
-
-
-def style_of(collection: str, file_name: str) -> str:
-    """Style label of a tune from its collection and file name (Essen `han*` files hold Chinese songs)."""
-    spec = COLLECTIONS[collection]
-    return next((style for prefix, style in spec.alt_style.items() if file_name.startswith(prefix)), spec.style)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -346,7 +338,53 @@ def split_of(signature: str, seed: int) -> str:
     return SPLITS[0] if bucket < SPLIT_PERCENT[0] else SPLITS[1] if bucket < sum(SPLIT_PERCENT[:2]) else SPLITS[2]
 
 
-if __name__ == "__main__":
-    corpus = load_corpus()
-    print(corpus.stats())
-    print({name: round(seconds, 1) for name, seconds in corpus.build_seconds.items()}, dict(corpus.failures))
+def assign_splits(
+    tunes: list[Tune], seed: int, group_near_duplicates: bool = True
+) -> tuple[list[str], Grouping | None]:
+    """The split of every tune: `split_of` its signature, or with grouping, of its near-duplicate group's smallest
+    signature (so the split of a group does not depend on the order of the tunes)."""
+    if not group_near_duplicates:
+        return [split_of(tune.signature, seed) for tune in tunes], None
+    started = time.perf_counter()
+    found = dedupe.find_near_duplicates([tune.tokens for tune in tunes])
+    smallest: dict[int, str] = {}
+    for group, tune in zip(found.groups.tolist(), tunes, strict=True):
+        smallest[group] = min(smallest.get(group, tune.signature), tune.signature)
+    splits = [split_of(smallest[group], seed) for group in found.groups.tolist()]
+    moved = sum(split != split_of(tune.signature, seed) for split, tune in zip(splits, tunes, strict=True))
+    seconds = round(time.perf_counter() - started, 3)
+    return splits, Grouping(found.group_count(), found.grouped_tunes(), moved, dedupe.THRESHOLD, dedupe.NGRAM, seconds)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Statistics: `musegen data stats`
+
+
+def add_stats_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `musegen data stats`."""
+    parser.add_argument(
+        "--collections", type=_collection_list, default=list(COLLECTIONS), help=f"comma list of {list(COLLECTIONS)}"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="split seed")
+    parser.add_argument("--max-tunes", type=int, default=None, help="per collection, for quick looks and tests")
+    parser.add_argument("--workers", type=int, default=2, help="parser processes (when a collection is built)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of Markdown tables")
+
+
+def _collection_list(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in COLLECTIONS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"choose from {', '.join(COLLECTIONS)} (received {text!r})")
+    return names
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    """Load (building where needed) the corpus and print its statistics; returns a process exit code."""
+    names = args.collections
+    started = time.perf_counter()
+    corpus = load_corpus(names, seed=args.seed, max_tunes=args.max_tunes, workers=args.workers)
+    summary = {"collections": names, "seed": args.seed, "max_tunes": args.max_tunes, **corpus.summary()}
+    summary["load_seconds"] = round(time.perf_counter() - started, 2)
+    print(json.dumps(summary, indent=2) if args.json else stats_markdown(summary))
+    return 0

@@ -1,4 +1,4 @@
-"""music21 stream → `Piece`, as the corpus needs it: the first part's notes, its first meter, pickup, key and tempo.
+"""music21 stream → `Piece`, as the corpus needs it: one part's notes, its meter, pickup, key and tempo.
 
 Kept apart from `musegen_core.formats` on purpose: a corpus tune is refused (`SkipTune`) where an upload would be
 accepted with defaults (no meter), and ties are merged only between equal pitches (see `_tied_notes`).
@@ -13,12 +13,12 @@ class SkipTune(Exception):
     """A tune left out of the corpus; the message is the (short, countable) reason."""
 
 
-def stream_to_piece(score) -> Piece:
-    """The first part of a parsed tune as a one-part `Piece`, in the tune's first meter. Raises `SkipTune` for a free
-    meter."""
+def stream_to_piece(score, part=None) -> Piece:
+    """One part of a parsed tune (default: the first) as a one-part `Piece` with the part's key and the score's tempo
+    and title, in the part's first meter. Raises `SkipTune` for a free or unsupported meter."""
     from music21 import meter
 
-    part = score.parts[0] if score.parts else score
+    part = part if part is not None else score.parts[0] if score.parts else score
     signatures = list(part.recurse().getElementsByClass(meter.TimeSignature))
     if not signatures:
         raise SkipTune("no meter")
@@ -32,7 +32,7 @@ def stream_to_piece(score) -> Piece:
         parts=(Part("melody", tuple(notes)),),
         tempo_bpm=tempo_of(score) or 120.0,
         time_signature=time_signature,
-        key=_key_of(score),
+        key=_key_of(part),
         title=title,
         pickup_beats=_pickup_beats(part, time_signature.bar_beats),
     )
@@ -73,30 +73,31 @@ def _pickup_beats(part, bar_beats: float) -> float:
     return length if 0 < length < bar_beats - 1e-6 else 0.0
 
 
-def _key_of(score) -> Key | None:
+def _first_key(stream):
+    """The first key (or key signature, read as major) in a stream; None without one."""
     from music21 import key
 
-    found = score.recurse().getElementsByClass(key.KeySignature).first()
-    if found is None:
-        return None
-    if not isinstance(found, key.Key):
-        found = found.asKey("major")
-    mode = found.mode if found.mode in ("major", "minor") else None
+    found = stream.recurse().getElementsByClass(key.KeySignature).first()
+    if found is None or isinstance(found, key.Key):
+        return found
+    return found.asKey("major")
+
+
+def _key_of(part) -> Key | None:
+    found = _first_key(part)
+    mode = found.mode if found is not None and found.mode in ("major", "minor") else None
     return Key(found.tonic.pitchClass, mode) if mode else None
 
 
-def key_name(score) -> str:
-    from music21 import key
-
-    found = score.recurse().getElementsByClass(key.KeySignature).first()
-    if found is None:
-        return ""
-    if not isinstance(found, key.Key):
-        found = found.asKey("major")
-    return f"{found.tonic.name} {found.mode}"
+def key_name(stream) -> str:
+    """The first key of a stream (pass the melody's part: transposing instruments carry other signatures), e.g.
+    "G major", "D dorian"; "" without one."""
+    found = _first_key(stream)
+    return f"{found.tonic.name} {found.mode}" if found is not None else ""
 
 
 def tempo_of(score) -> float | None:
+    """The first metronome mark's tempo in quarter notes per minute, None without one (or outside 10–400)."""
     from music21 import tempo
 
     mark = score.recurse().getElementsByClass(tempo.MetronomeMark).first()
