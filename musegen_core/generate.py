@@ -1,5 +1,5 @@
-"""Generation modes over `Piece`s. For now: continue a melody with a trained autoregressive model, optionally in
-one of the model's styles.
+"""Generation modes over `Piece`s: continue a melody with any model, optionally in one of the model's styles; and,
+with a VAE, variations around a melody and interpolations between two (at the end of this file).
 
 The prime is encoded with the shared token encoding, padded with rests to the end of its last bar, and the model
 samples whole bars after it. Sampling uses a `torch.Generator` seeded from `seed` (the global RNG is never touched),
@@ -9,7 +9,7 @@ so the same model, prime and controls always give the same notes.
 from __future__ import annotations
 
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -17,6 +17,7 @@ import torch
 from musegen_core import encoding
 from musegen_core.errors import ControlError
 from musegen_core.models.registry import MelodyModel
+from musegen_core.models.vae import WINDOW, slerp
 from musegen_core.music import Part, Piece
 
 MAX_BARS = 64
@@ -147,3 +148,146 @@ def _generated_piece(melody: Piece, tokens: np.ndarray, start_beats: float) -> P
     part = melody.parts[0]
     notes = encoding.tokens_to_notes(tokens, start_beats=start_beats)
     return melody.with_parts((Part(part.name, tuple(notes), part.program, part.is_drum),))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Latent-space modes of a VAE model (`models/vae.py`): variations around a melody and interpolations between two.
+
+MAX_TAKES = 16
+DISTANCE_RANGE = (0.0, 3.0)  # standard deviations of the latent noise
+MAX_INTERPOLATION_STEPS = 16
+VARIATION_BARS = 8  # variations re-imagine at most this many bars of the prime, one latent window at a time
+
+
+def variations(
+    model: MelodyModel,
+    prime: Piece,
+    *,
+    part_index: int = 0,
+    n: int = 4,
+    distance: float = 0.5,
+    seed: int = 0,
+    style: str | None = None,
+    temperature: float = 0.0,
+) -> list[Piece]:
+    """`n` variations of the prime's first bars (up to 8, one latent window of 2 bars at a time, from the first
+    bar line): each window's latent mean is moved by `distance` × a unit Gaussian and decoded.
+
+    Args:
+        model: a VAE model (family "vae").
+        distance: 0–3 latent standard deviations (0 = the model's reconstruction of the prime).
+        seed: 0 to 2**31 − 1; the same seed gives the same takes.
+        temperature: 0 decodes greedily (the default); 0.05–5 samples each step.
+
+    Returns:
+        n one-part pieces with the prime's tempo, meter and key, starting at beat 0 on a bar line.
+
+    Raises:
+        ControlError: not a VAE, a control out of range, an unknown style, a missing or empty part, or bars
+            longer than the model's window.
+    """
+    vae = _vae_model(model)
+    _check_latent_controls(n, "n", MAX_TAKES, seed, temperature)
+    low, high = DISTANCE_RANGE
+    if not (isinstance(distance, numbers.Real) and low <= distance <= high):
+        raise ControlError(f"distance must be within {low} and {high} (received {distance!r})")
+    style_index = _style_index(model, style)
+    melody = _melody_part(prime, part_index)
+    windows = _latent_windows(vae, melody, VARIATION_BARS)
+    generator = torch.Generator().manual_seed(int(seed))
+    means = [vae.latent_of(tokens, positions)[0] for tokens, positions, _ in windows]
+    takes = []
+    for _ in range(int(n)):
+        tokens = [
+            _decode(vae, mu + distance * torch.randn(mu.shape, generator=generator), window, temperature, generator,
+                    style_index)
+            for mu, window in zip(means, windows, strict=True)
+        ]  # fmt: skip
+        takes.append(_window_piece(melody, np.concatenate(tokens)))
+    return takes
+
+
+def interpolate(
+    model: MelodyModel,
+    a: Piece,
+    b: Piece,
+    *,
+    steps: int = 5,
+    seed: int = 0,
+    part_index_a: int = 0,
+    part_index_b: int = 0,
+    temperature: float = 0.0,
+) -> list[Piece]:
+    """`steps` melodies on the spherical path (slerp) from the latent mean of a's first 2 bars to b's.
+
+    Each point is decoded on a's meter (greedily, or sampled at `temperature` with a generator seeded by `seed`)
+    into a one-part piece with a's tempo, meter and key, starting at beat 0; the first is a's reconstruction, the
+    last b's as the model hears it in a's meter.
+
+    Raises:
+        ControlError: not a VAE, steps outside 2–16, a bad seed or temperature, a missing or empty part, or bars
+            longer than the model's window.
+    """
+    vae = _vae_model(model)
+    _check_latent_controls(steps, "steps", MAX_INTERPOLATION_STEPS, seed, temperature, least=2)
+    melody_a, melody_b = _melody_part(a, part_index_a), _melody_part(b, part_index_b)
+    window_a, window_b = _latent_windows(vae, melody_a, 2)[0], _latent_windows(vae, melody_b, 2)[0]
+    z_a, z_b = vae.latent_of(*window_a[:2])[0], vae.latent_of(*window_b[:2])[0]
+    generator = torch.Generator().manual_seed(int(seed))
+    points = [slerp(z_a, z_b, i / (int(steps) - 1)) for i in range(int(steps))]
+    return [_window_piece(melody_a, _decode(vae, z, window_a, temperature, generator)) for z in points]
+
+
+def _vae_model(model: MelodyModel):
+    if getattr(model, "family", None) != "vae":
+        raise ControlError(
+            f"variations and interpolation need a VAE model (received a {getattr(model, 'family', '?')} model)"
+        )
+    return model
+
+
+def _check_latent_controls(count, name: str, most: int, seed, temperature: float, least: int = 1) -> None:
+    if not (_is_whole(count) and least <= count <= most):
+        raise ControlError(f"{name} must be a whole number within {least} and {most} (received {count!r})")
+    if not (_is_whole(seed) and 0 <= seed <= MAX_SEED):
+        raise ControlError(f"seed must be a whole number within 0 and {MAX_SEED} (received {seed!r})")
+    low, high = TEMPERATURE_RANGE
+    if not (temperature == 0 or low <= temperature <= high):
+        raise ControlError(f"temperature must be 0 (greedy) or within {low} and {high} (received {temperature!r})")
+
+
+def _latent_windows(vae, melody: Piece, bars: int) -> list[tuple[torch.Tensor, torch.Tensor, int]]:
+    """The prime's latent windows from its first bar line: (WINDOW tokens, their positions, steps kept) each, one
+    per `chunk` bars (2 bars where two fit in a window, else 1) covering up to `bars` bars of the melody."""
+    encoded = encoding.piece_to_tokens(melody)
+    bar_steps, offset = encoded.bar_steps, encoded.offset_steps
+    if bar_steps > WINDOW:
+        raise ControlError(f"the VAE encodes bars of at most {WINDOW} sixteenths (received {melody.time_signature})")
+    chunk = max(1, min(2, WINDOW // bar_steps)) * bar_steps
+    first = (-offset) % bar_steps
+    melody_steps = max(len(encoded.tokens) - first, 1)
+    count = max(1, min(bars * bar_steps // chunk, -(-melody_steps // chunk)))
+    tokens = np.full(first + count * chunk + WINDOW, encoding.REST, dtype=np.int64)
+    tokens[: len(encoded.tokens)] = encoded.tokens[: len(tokens)]
+    windows = []
+    for start in range(first, first + count * chunk, chunk):
+        positions = encoding.bar_positions(WINDOW, bar_steps, offset, start=start)
+        windows.append((torch.from_numpy(tokens[start : start + WINDOW]), torch.from_numpy(positions), chunk))
+    return windows
+
+
+def _decode(vae, z: torch.Tensor, window, temperature: float, generator: torch.Generator, style=None) -> np.ndarray:
+    """The first `chunk` steps decoded from z on the window's positions."""
+    _, positions, chunk = window
+    greedy = temperature == 0
+    tokens = vae.sample_window(
+        z, positions, temperature=temperature or 1.0, generator=generator, style=style, greedy=greedy
+    )
+    return tokens[:chunk].numpy()
+
+
+def _window_piece(melody: Piece, tokens: np.ndarray) -> Piece:
+    """Decoded window tokens as a one-part piece in the melody's tempo, meter and key, from beat 0 (no pickup)."""
+    part = melody.parts[0]
+    notes = encoding.tokens_to_notes(tokens)
+    return replace(melody, parts=(Part(part.name, tuple(notes), part.program, part.is_drum),), pickup_beats=0.0)

@@ -36,11 +36,13 @@ class Checkpoint:
 
 def families() -> dict[str, tuple[type, type]]:
     """Model family name → (config class, module class). Imported here, lazily, to keep the import graph one-way."""
-    from musegen_core.models import lstm, transformer
+    from musegen_core.models import gan, lstm, transformer, vae
 
     return {
         lstm.FAMILY: (lstm.LSTMConfig, lstm.MelodyLSTM),
         transformer.FAMILY: (transformer.TransformerConfig, transformer.MelodyTransformer),
+        vae.FAMILY: (vae.VAEConfig, vae.MelodyVAE),
+        gan.FAMILY: (gan.GANConfig, gan.MelodyGAN),
     }
 
 

@@ -29,9 +29,9 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from musegen_core import encoding
-from musegen_core.models import lstm, transformer
+from musegen_core.models import gan, lstm, transformer, vae
 from musegen_core.models.checkpoint import save_checkpoint
-from musegen_core.training import card, resume
+from musegen_core.training import card, gan_train, resume, vae_train
 from musegen_core.training import corpus as corpus_module
 from musegen_core.training.batches import IGNORE, Batch, length_groups, whole_tunes, window_batch
 from musegen_core.training.corpus import COLLECTIONS, DEFAULT_COLLECTIONS, STYLES, Corpus, Tune, load_corpus
@@ -53,6 +53,8 @@ class Family:
 FAMILIES = {
     "lstm": Family(lstm, lstm.MelodyLSTM, 3e-3, 128),
     "transformer": Family(transformer, transformer.MelodyTransformer, 1e-3, 256),
+    "vae": Family(vae, vae.MelodyVAE, 1e-3, vae.WINDOW),  # trained by training/vae_train.py
+    "gan": Family(gan, gan.MelodyGAN, 1e-4, gan.BAR),  # trained adversarially by training/gan_train.py
 }
 NOT_SETTINGS = {"resume", "stop_at", "device", "threads", "workers", "cache_only", "max_minutes"}  # free on --resume
 
@@ -86,6 +88,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--max-minutes", type=float, default=None, help="stop training early after this long")
     add("--resume", action="store_true", help="continue the interrupted run whose resume checkpoint is in OUT.resume")
     add("--stop-at", type=int, default=None, help="stop after this step, leaving a resume checkpoint (no model)")
+    add("--beta", type=float, default=0.2, help="vae: KL weight after annealing")
+    add("--free-bits", type=float, default=48.0, help="vae: KL bits per window left unpenalised")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -104,6 +108,10 @@ def run(args: argparse.Namespace) -> int:
     if args.preset not in family.module.PRESETS:
         raise SystemExit(f"--preset must be one of {sorted(family.module.PRESETS)} (received {args.preset!r})")
     config = replace(family.module.PRESETS[args.preset], styles=styles)
+    if args.model == "vae":  # its own windows, loss and metrics
+        return vae_train.run(args, corpus, config, names, device, started)
+    if args.model == "gan":  # adversarial loop, its own metrics
+        return gan_train.run(args, corpus, config, names, device, started)
     with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):  # seeds, no leaks
         torch.manual_seed(args.seed)
         model = family.model_class(config).to(device)

@@ -1,0 +1,218 @@
+"""Melody GAN: a MidiNet-style bar-conditional generator trained adversarially (WGAN-GP, see `training/gan_train.py`).
+
+The model works on 16-step chunks of the shared token encoding — one bar of 4/4 or 2/2. Given the previous chunk
+(encoded by a small convolutional *conditioner*), a noise vector z and a style, the generator outputs a distribution
+over the token vocabulary at each of the 16 steps (a relaxed one-hot grid: softmax of its logits):
+
+    conditioner:  previous bar (16,) tokens → embeddings + step embeddings → conv1d × 2  → features (C, 16)
+    generator:    [z ; style ; mean of features] → linear → (C, 16) ; concat features → conv1d × 3 → logits (16, vocab)
+    critic:       (previous bar one-hot, bar relaxed one-hot, style) → conv1d × 3 → linear → score   (training only)
+
+Only the generator and conditioner are shipped; the critic lives in the training run. There is no likelihood
+(`has_likelihood = False`). `generate` samples bar by bar, each step's token drawn from the generator's softmax
+(temperature and top-p as for the other families), then conditions the next bar on the sampled one.
+
+Meters: training uses tunes whose bar is 16 steps (4/4, 2/2). Other meters are handled by chunking: every bar line
+starts a chunk, a chunk is at most 16 steps long and is cut to what is left of the bar (3/4 and 6/8: one 12-step chunk;
+6/4, 12/8: 16 + 8). Downbeats stay on chunk starts, but the model never saw those meters' accent patterns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from musegen_core import encoding
+from musegen_core.models import sampling
+from musegen_core.models.style import StyleEmbedding, check_unconditioned
+
+FAMILY = "gan"
+BAR = 16  # steps per generated chunk: one bar of 4/4 or 2/2
+
+
+@dataclass(frozen=True)
+class GANConfig:
+    """Hyper-parameters of `MelodyGAN` (and of its training critic); JSON-native fields for `config.json`."""
+
+    vocab_size: int = encoding.VOCAB_SIZE  # tokens in and out: REST, HOLD, NOTE_ON + pitch
+    noise_dim: int = 64  # z dimensions
+    token_dim: int = 32  # conditioner's token embedding width
+    channels: int = 192  # conv channels of conditioner and generator
+    critic_channels: int = 192  # conv channels of the critic (not shipped)
+    styles: tuple[str, ...] = ()  # style labels, in index order; () = unconditioned
+    style_dim: int = 16  # style embedding width (unused without styles)
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"styles": list(self.styles)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> GANConfig:
+        """Build from a dict, refusing unknown or missing fields (a checkpoint must match this code exactly)."""
+        names = {f.name for f in fields(cls)}
+        unknown, missing = sorted(set(data) - names), sorted(names - set(data))
+        if unknown or missing:
+            raise ValueError(f"GANConfig fields do not match: unknown {unknown}, missing {missing}")
+        return cls(**{**data, "styles": tuple(data["styles"])})
+
+
+PRESETS = {
+    "gan-small": GANConfig(),  # ~1.4 M generator parameters, ~5.5 MB fp32: the shipped folk model
+    "gan-tiny": GANConfig(noise_dim=8, token_dim=8, channels=16, critic_channels=16, style_dim=4),  # tests
+}
+
+
+def _conv(inputs: int, outputs: int) -> nn.Conv1d:
+    return nn.Conv1d(inputs, outputs, kernel_size=3, padding=1)
+
+
+class MelodyGAN(nn.Module):
+    """The shipped part of the GAN: conditioner + generator (+ style table)."""
+
+    family = FAMILY
+    has_likelihood = False  # an implicit model: no per-step distribution over whole tunes to score
+
+    def __init__(self, config: GANConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.styles = config.styles
+        width, style_dim = config.channels, config.style_dim if config.styles else 0
+        self.style_embedding = StyleEmbedding(config.styles, config.style_dim) if config.styles else None
+        self.token_embedding = nn.Embedding(config.vocab_size, config.token_dim)
+        self.step_embedding = nn.Parameter(torch.randn(config.token_dim, BAR) * 0.02)
+        self.conditioner = nn.Sequential(_conv(config.token_dim, width), nn.LeakyReLU(0.2), _conv(width, width))
+        self.project = nn.Linear(config.noise_dim + style_dim + width, width * BAR)
+        self.body = nn.ModuleList([_conv(2 * width, width), _conv(width, width), _conv(width, width)])
+        self.head = nn.Conv1d(width, config.vocab_size, kernel_size=1)
+
+    def forward(self, previous: torch.Tensor, noise: torch.Tensor, styles: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits of the next bar.
+
+        Args:
+            previous: (batch, 16) int64 tokens of the previous bar.
+            noise: (batch, noise_dim) float z.
+            styles: (batch,) int64 style rows (see `StyleEmbedding`), None = any style; ignored without styles.
+
+        Returns:
+            (batch, 16, vocab) logits; softmax over the last axis is the generated relaxed one-hot bar.
+        """
+        features = self.conditioner(self.token_embedding(previous).transpose(1, 2) + self.step_embedding)  # (B, C, 16)
+        parts = [noise, features.mean(dim=2)]
+        if self.style_embedding is not None:
+            parts.append(self.style_embedding(styles, len(previous)))
+        hidden = F.leaky_relu(self.project(torch.cat(parts, dim=1)), 0.2).view(len(previous), -1, BAR)
+        hidden = F.leaky_relu(self.body[0](torch.cat([hidden, features], dim=1)), 0.2)
+        for layer in self.body[1:]:
+            hidden = hidden + F.leaky_relu(layer(hidden), 0.2)  # residual
+        return self.head(hidden).transpose(1, 2)
+
+    def parameter_count(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        context: torch.Tensor,
+        positions: torch.Tensor,
+        steps: int,
+        *,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        generator: torch.Generator | None = None,
+        style: int | None = None,
+    ) -> torch.Tensor:
+        """Sample `steps` tokens continuing `context`, chunk by chunk (a chunk starts at every bar line and after 16
+        steps; see the module docstring), each conditioned on the 16 tokens before it.
+
+        Args:
+            context: (time,) int64 tokens (time ≥ 1; fewer than 16 are padded with rests on the left).
+            positions: (time + steps,) int64 bar positions of every context and generated step.
+            steps: number of tokens to sample.
+            temperature, top_p: applied to each step's logits (see `models/sampling.py`).
+            generator: seeded CPU generator for z and the token draws; same seed and inputs → same tokens.
+            style: index into `self.styles`, or None for any style.
+
+        Returns:
+            (steps,) int64 tokens on the CPU.
+        """
+        if len(positions) != len(context) + steps or len(context) < 1:
+            raise ValueError(f"need ≥ 1 context token and len(context) + steps positions (received {len(positions)})")
+        rows = self._style_rows(style)
+        history = torch.cat([torch.full((BAR,), encoding.REST, dtype=torch.int64), context.cpu()])
+        device = self.head.weight.device
+        chosen = []
+        for length in chunk_lengths(positions[len(context) :].tolist()):
+            noise = torch.randn(1, self.config.noise_dim, generator=generator)
+            logits = self(history[None, -BAR:].to(device), noise.to(device), rows)[0, :length].float().cpu()
+            logits = sampling.nucleus(sampling.apply_temperature(logits, temperature), top_p)
+            tokens = sampling.sample(logits, generator)
+            chosen.append(tokens)
+            history = torch.cat([history, tokens])
+        return torch.cat(chosen) if chosen else torch.empty(0, dtype=torch.int64)
+
+    def _style_rows(self, style: int | None) -> torch.Tensor | None:
+        if self.style_embedding is None:
+            check_unconditioned(style, FAMILY)
+            return None
+        return torch.tensor([self.style_embedding.index(style)], device=self.head.weight.device)
+
+
+def chunk_lengths(positions: list[int]) -> list[int]:
+    """Split generated steps into chunks: a new chunk at every bar line (position 0) and after `BAR` steps.
+
+    >>> chunk_lengths([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 0, 1])  # 3/4: a 12-step chunk, then 2 steps
+    [12, 2]
+    """
+    lengths: list[int] = []
+    for index, position in enumerate(positions):
+        if index == 0 or position == 0 or lengths[-1] == BAR:
+            lengths.append(0)
+        lengths[-1] += 1
+    return lengths
+
+
+class Critic(nn.Module):
+    """WGAN critic over (previous bar, bar, style): unbounded score, higher = more like a real bar. Training only."""
+
+    def __init__(self, config: GANConfig) -> None:
+        super().__init__()
+        width, vocab = config.critic_channels, config.vocab_size
+        self.style_embedding = StyleEmbedding(config.styles, config.style_dim) if config.styles else None
+        style_dim = config.style_dim if config.styles else 0
+        self.read_previous = nn.Linear(vocab, width // 2, bias=False)
+        self.read_bar = nn.Linear(vocab, width // 2, bias=False)
+        self.step_embedding = nn.Parameter(torch.randn(width, BAR) * 0.02)
+        self.body = nn.Sequential(
+            _conv(width + style_dim, width),
+            nn.LeakyReLU(0.2),
+            _conv(width, width),
+            nn.LeakyReLU(0.2),
+            nn.Conv1d(width, width, kernel_size=4, stride=2, padding=1),
+            nn.LeakyReLU(0.2),
+        )
+        self.score = nn.Linear(width * BAR // 2, 1)
+
+    def features(self, previous: torch.Tensor, bar: torch.Tensor, styles: torch.Tensor | None = None) -> torch.Tensor:
+        """(batch, width · 8) features of (batch, 16, vocab) one-hot `previous` and relaxed one-hot `bar`."""
+        grid = torch.cat([self.read_previous(previous), self.read_bar(bar)], dim=2).transpose(1, 2)  # (B, C, 16)
+        grid = grid + self.step_embedding
+        if self.style_embedding is not None:
+            style = self.style_embedding(styles, len(bar))[:, :, None].expand(-1, -1, BAR)
+            grid = torch.cat([grid, style], dim=1)
+        return self.body(grid).flatten(1)
+
+    def forward(self, previous: torch.Tensor, bar: torch.Tensor, styles: torch.Tensor | None = None) -> torch.Tensor:
+        """(batch,) critic scores."""
+        return self.score(self.features(previous, bar, styles))[:, 0]
+
+
+def gradient_penalty(
+    critic: Critic, previous: torch.Tensor, real: torch.Tensor, fake: torch.Tensor, styles: torch.Tensor | None
+) -> torch.Tensor:
+    """WGAN-GP term E[(‖∇ critic(x̂)‖₂ − 1)²] at random interpolates x̂ between real and fake bars (scalar)."""
+    mix = torch.rand(len(real), 1, 1, device=real.device)
+    between = (mix * real + (1 - mix) * fake).requires_grad_(True)
+    (gradient,) = torch.autograd.grad(critic(previous, between, styles).sum(), between, create_graph=True)
+    return ((gradient.flatten(1).norm(dim=1) - 1) ** 2).mean()

@@ -1,0 +1,253 @@
+"""Melody VAE: a MusicVAE-style variational autoencoder over fixed 2-bar windows of the shared token encoding.
+
+A window is `WINDOW = 32` sixteenth steps starting on a bar line — two bars of 4/4 or 2/2, two bars of 3/4 or 6/8
+plus 8 steps, four of 2/4 — with the position in the bar of every step as a second input, so one model serves every
+meter (MusicVAE's 2-bar models used 4/4 only).
+
+    encoder:  BiLSTM([token_embedding ; position_embedding]) → final states → μ, log σ²        (latent,)
+    decoder:  h₀ = tanh(W z);  step t reads [token_embedding(x[t-1]) ; position_embedding(pos[t]) ; z ; style]
+              → LSTM → head → distribution of x[t]  (x[-1] is the START token, teacher forcing when training)
+
+The training loss is the negative ELBO with β-annealing and free bits (see `training/vae_train.py`). The ELBO is a
+bound on a window's likelihood, not a per-step next-token distribution over whole tunes, so `has_likelihood` is
+False and the evaluation harness reports no NLL for this family; the card reports the ELBO in bits per step instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from torch import nn
+
+from musegen_core import encoding
+from musegen_core.models import sampling
+from musegen_core.models.lstm import _cell
+from musegen_core.models.style import StyleEmbedding, check_unconditioned
+
+FAMILY = "vae"
+WINDOW = 32  # sixteenth steps per latent window
+START = encoding.VOCAB_SIZE  # decoder input before the first step (an extra embedding row)
+CONTINUE_NOISE = 0.8  # `generate`: next window's z = last window's μ + this × temperature × unit Gaussian
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """Hyper-parameters of `MelodyVAE`; every field is JSON-native so it round-trips through `config.json`."""
+
+    vocab_size: int = encoding.VOCAB_SIZE  # tokens in and out: REST, HOLD, NOTE_ON + pitch
+    positions: int = encoding.MAX_BAR_STEPS  # distinct position-in-bar indices
+    token_dim: int = 64  # token embedding width (encoder and decoder share the table)
+    position_dim: int = 16  # position-in-bar embedding width
+    encoder_hidden: int = 256  # BiLSTM width per direction
+    decoder_hidden: int = 384  # decoder LSTM width
+    decoder_layers: int = 1  # stacked decoder LSTM layers
+    latent: int = 96  # z dimensions
+    dropout: float = 0.1  # on embeddings and before the head (training only)
+    styles: tuple[str, ...] = ()  # decoder style conditioning, in index order; () = unconditioned
+    style_dim: int = 16  # style embedding width (unused without styles)
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"styles": list(self.styles)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> VAEConfig:
+        """Build from a dict, refusing unknown or missing fields (a checkpoint must match this code exactly)."""
+        names = {f.name for f in fields(cls)}
+        unknown, missing = sorted(set(data) - names), sorted(names - set(data))
+        if unknown or missing:
+            raise ValueError(f"VAEConfig fields do not match: unknown {unknown}, missing {missing}")
+        return cls(**{**data, "styles": tuple(data["styles"])})
+
+
+PRESETS = {
+    "vae-small": VAEConfig(),  # ~1.6 M parameters, ~6 MB fp32: the shipped folk model
+    "vae-tiny": VAEConfig(  # tests
+        token_dim=8, position_dim=4, encoder_hidden=16, decoder_hidden=24, latent=8, dropout=0.0, style_dim=4
+    ),
+}
+
+
+class MelodyVAE(nn.Module):
+    """BiLSTM encoder → Gaussian latent → z-conditioned LSTM decoder (+ style) over `WINDOW`-step windows."""
+
+    family = FAMILY
+    has_likelihood = False  # the ELBO bounds a window's likelihood; it is no per-step NLL over whole tunes
+
+    def __init__(self, config: VAEConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.styles = config.styles
+        self.token_embedding = nn.Embedding(config.vocab_size + 1, config.token_dim)  # + START
+        self.position_embedding = nn.Embedding(config.positions, config.position_dim)
+        self.style_embedding = StyleEmbedding(config.styles, config.style_dim) if config.styles else None
+        self.dropout = nn.Dropout(config.dropout)
+        width = config.token_dim + config.position_dim
+        self.encoder = nn.LSTM(width, config.encoder_hidden, batch_first=True, bidirectional=True)
+        self.to_latent = nn.Linear(2 * config.encoder_hidden, 2 * config.latent)  # → μ, log σ²
+        self.to_state = nn.Linear(config.latent, 2 * config.decoder_layers * config.decoder_hidden)  # → h₀, c₀
+        style_width = config.style_dim if config.styles else 0
+        self.decoder = nn.LSTM(
+            width + config.latent + style_width, config.decoder_hidden, config.decoder_layers, batch_first=True
+        )
+        self.head = nn.Linear(config.decoder_hidden, config.vocab_size)
+
+    def encode(self, tokens: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(batch, WINDOW) tokens and their own bar positions → μ and log σ², each (batch, latent)."""
+        embedded = torch.cat([self.token_embedding(tokens), self.position_embedding(positions)], dim=-1)
+        _, (h, _) = self.encoder(self.dropout(embedded))  # h: (2, batch, hidden), forward and backward final states
+        return self.to_latent(torch.cat([h[0], h[1]], dim=-1)).chunk(2, dim=-1)
+
+    def decode(
+        self,
+        z: torch.Tensor,
+        previous: torch.Tensor,
+        positions: torch.Tensor,
+        styles: torch.Tensor | None = None,
+        state: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Decoder logits (batch, time, vocab) of the steps whose bar positions are `positions` (batch, time), given
+        the tokens before them `previous` (batch, time; START first) and z (batch, latent). `state` continues a
+        partial decode (None: start from z)."""
+        batch, time = previous.shape
+        if state is None:
+            h0, c0 = torch.tanh(self.to_state(z)).view(batch, 2, self.config.decoder_layers, -1).unbind(1)
+            state = (h0.transpose(0, 1).contiguous(), c0.transpose(0, 1).contiguous())
+        parts = [self.token_embedding(previous), self.position_embedding(positions), z[:, None].expand(-1, time, -1)]
+        if self.style_embedding is not None:
+            parts.append(self.style_embedding(styles, batch)[:, None].expand(-1, time, -1))
+        hidden, state = self.decoder(self.dropout(torch.cat(parts, dim=-1)), state)
+        return self.head(self.dropout(hidden)), state
+
+    def forward(
+        self, tokens: torch.Tensor, positions: torch.Tensor, styles: torch.Tensor | None = None, sample: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Teacher-forced reconstruction of (batch, WINDOW) windows: logits (batch, WINDOW, vocab), μ, log σ².
+        `sample` draws z = μ + σ·ε (training); False decodes from μ."""
+        mu, log_var = self.encode(tokens, positions)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * log_var) if sample else mu
+        previous = torch.cat([torch.full_like(tokens[:, :1], START), tokens[:, :-1]], dim=1)
+        logits, _ = self.decode(z, previous, positions, styles)
+        return logits, mu, log_var
+
+    def parameter_count(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    @torch.inference_mode()
+    def sample_window(
+        self,
+        z: torch.Tensor,
+        positions: torch.Tensor,
+        *,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        generator: torch.Generator | None = None,
+        style: int | None = None,
+        greedy: bool = False,
+    ) -> torch.Tensor:
+        """Decode one (latent,) z into (len(positions),) tokens, autoregressively (greedy = most likely token)."""
+        device = self.head.weight.device
+        stepper = _Stepper(self, z.to(device), self._style_rows(style, device))
+        chosen = torch.empty(len(positions), dtype=torch.int64)
+        previous = START
+        for step in range(len(positions)):
+            row = stepper.step(previous, int(positions[step]))
+            previous = int(row.argmax()) if greedy else sampling.next_token(row, temperature, top_p, generator)
+            chosen[step] = previous
+        return chosen
+
+    @torch.inference_mode()
+    def latent_of(self, tokens: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """μ and σ (each (latent,)) of one (WINDOW,) window; shorter input is padded with rests at the end."""
+        tokens, positions = _pad_window(tokens, positions)
+        device = self.head.weight.device
+        mu, log_var = self.encode(tokens[None].to(device), positions[None].to(device))
+        return mu[0].cpu(), torch.exp(0.5 * log_var[0]).cpu()
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        context: torch.Tensor,
+        positions: torch.Tensor,
+        steps: int,
+        *,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        generator: torch.Generator | None = None,
+        style: int | None = None,
+    ) -> torch.Tensor:
+        """Continue `context` by `steps` tokens, one WINDOW at a time: each window is decoded from the last
+        WINDOW steps' μ plus `CONTINUE_NOISE` × temperature × unit Gaussian (the same interface as
+        `MelodyLSTM.generate`; call on a model in eval mode)."""
+        if len(positions) != len(context) + steps or len(context) < 1:
+            raise ValueError(f"need ≥ 1 context token and len(context) + steps positions (received {len(positions)})")
+        tokens, done = context.clone(), 0
+        while done < steps:
+            mu, _ = self.latent_of(tokens[-WINDOW:], positions[len(tokens) - len(tokens[-WINDOW:]) : len(tokens)])
+            z = mu + CONTINUE_NOISE * temperature * torch.randn(mu.shape, generator=generator)
+            size = min(WINDOW, steps - done)
+            where = positions[len(tokens) : len(tokens) + size]
+            window = self.sample_window(
+                z, where, temperature=temperature, top_p=top_p, generator=generator, style=style
+            )
+            tokens, done = torch.cat([tokens, window]), done + size
+        return tokens[len(context) :]
+
+    def _style_rows(self, style: int | None, device: torch.device) -> torch.Tensor | None:
+        """(1,) style row, or None for a model without styles (which accepts only None)."""
+        if self.style_embedding is None:
+            check_unconditioned(style, FAMILY)
+            return None
+        return torch.tensor([self.style_embedding.index(style)], device=device)
+
+
+class _Stepper:
+    """One decoder step without `nn.LSTM`'s per-call overhead (~10× faster on a CPU; eval mode only): the first
+    layer's input gates come from per-token and per-position tables plus a constant from z and the style."""
+
+    def __init__(self, model: MelodyVAE, z: torch.Tensor, style_rows: torch.Tensor | None) -> None:
+        lstm, config = model.decoder, model.config
+        split, end = config.token_dim, config.token_dim + config.position_dim
+        w_ih = lstm.weight_ih_l0
+        constant = [z] + ([model.style_embedding(style_rows, 1)[0]] if model.style_embedding is not None else [])
+        bias = lstm.bias_ih_l0 + lstm.bias_hh_l0 + w_ih[:, end:] @ torch.cat(constant)
+        self.token_gates = model.token_embedding.weight @ w_ih[:, :split].T + bias  # (vocab + 1, 4 * hidden)
+        self.position_gates = model.position_embedding.weight @ w_ih[:, split:end].T  # (positions, 4 * hidden)
+        self.layers = [
+            (getattr(lstm, f"weight_ih_l{k}"), getattr(lstm, f"bias_ih_l{k}") + getattr(lstm, f"bias_hh_l{k}"))
+            for k in range(1, lstm.num_layers)
+        ]
+        self.recurrent = [getattr(lstm, f"weight_hh_l{k}") for k in range(lstm.num_layers)]
+        h0, c0 = torch.tanh(model.to_state(z)).view(2, config.decoder_layers, -1)
+        self.h, self.c = list(h0), list(c0)
+        self.head = model.head
+
+    def step(self, token: int, position: int) -> torch.Tensor:
+        """Feed the previous token (with the position of the step to predict); returns that step's (vocab,) logits."""
+        gates = torch.addmv(self.token_gates[token] + self.position_gates[position], self.recurrent[0], self.h[0])
+        self.h[0], self.c[0] = _cell(gates, self.c[0])
+        for k, (w_ih, bias) in enumerate(self.layers, start=1):
+            gates = torch.addmv(torch.addmv(bias, w_ih, self.h[k - 1]), self.recurrent[k], self.h[k])
+            self.h[k], self.c[k] = _cell(gates, self.c[k])
+        return self.head(self.h[-1])
+
+
+def _pad_window(tokens: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A window of exactly WINDOW steps: truncated, or padded with rests whose positions continue the bar count
+    (the position index cycles with the spacing seen; a lone step counts on by one)."""
+    tokens, positions = tokens[:WINDOW], positions[:WINDOW]
+    missing = WINDOW - len(tokens)
+    if missing <= 0:
+        return tokens, positions
+    bar = int(positions.max()) + 1 if len(positions) else encoding.MAX_BAR_STEPS
+    extra = (positions[-1] + 1 + torch.arange(missing)) % bar if len(positions) else torch.arange(missing) % bar
+    return torch.cat([tokens, torch.full((missing,), encoding.REST)]), torch.cat([positions, extra])
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    """Spherical interpolation between latent vectors a (t = 0) and b (t = 1); linear where they are parallel."""
+    cosine = torch.dot(a, b) / (a.norm() * b.norm()).clamp(min=1e-8)
+    omega = torch.arccos(cosine.clamp(-1.0, 1.0))
+    if float(omega.sin()) < 1e-6:
+        return (1 - t) * a + t * b
+    return (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)

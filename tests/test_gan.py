@@ -1,0 +1,132 @@
+"""The melody GAN: save/load, deterministic well-formed generation, adversarial steps and the gradient penalty."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from musegen_core import encoding
+from musegen_core.models import gan
+from musegen_core.models.checkpoint import load_checkpoint, save_checkpoint
+from musegen_core.models.registry import models_dir
+from musegen_core.training import gan_train
+from musegen_core.training.corpus import Tune
+
+STYLES = ("irish", "german_folk")
+
+
+def tiny(styles: tuple[str, ...] = STYLES) -> gan.MelodyGAN:
+    torch.manual_seed(0)
+    return gan.MelodyGAN(replace(gan.PRESETS["gan-tiny"], styles=styles)).eval()
+
+
+def inputs(bars: int = 2, bar_steps: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    context = torch.tensor([encoding.NOTE_ON + 20, encoding.HOLD, encoding.REST, encoding.NOTE_ON + 22] * 8)
+    positions = torch.from_numpy(encoding.bar_positions(len(context) + bars * bar_steps, bar_steps))
+    return context, positions
+
+
+@pytest.mark.parametrize("styles", [STYLES, ()])
+def test_save_load_gives_identical_outputs(tmp_path, styles):
+    model = tiny(styles)
+    save_checkpoint(model, model.config, tmp_path / "gan", "card", {})
+    loaded = load_checkpoint(tmp_path / "gan").model
+    previous, noise = torch.randint(0, encoding.VOCAB_SIZE, (3, gan.BAR)), torch.randn(3, model.config.noise_dim)
+    rows = torch.tensor([0, 1, 2]) if styles else None
+    assert loaded.family == "gan" and loaded.has_likelihood is False and loaded.styles == styles
+    assert torch.equal(model(previous, noise, rows), loaded(previous, noise, rows))
+
+
+def test_generate_is_deterministic_and_well_formed():
+    model = tiny()
+    context, positions = inputs(bars=3)
+    take = model.generate(context, positions, 48, generator=torch.Generator().manual_seed(7), style=1)
+    again = model.generate(context, positions, 48, generator=torch.Generator().manual_seed(7), style=1)
+    other = model.generate(context, positions, 48, generator=torch.Generator().manual_seed(8), style=None)
+    assert take.shape == (48,) and take.dtype == torch.int64 and torch.equal(take, again)
+    assert not torch.equal(take, other)
+    assert int(take.min()) >= 0 and int(take.max()) < encoding.VOCAB_SIZE
+    assert all(n.duration_beats > 0 for n in encoding.tokens_to_notes(take.numpy()))
+
+
+def test_generate_refuses_a_style_out_of_range():
+    context, positions = inputs()
+    with pytest.raises(ValueError, match="style"):
+        tiny().generate(context, positions, 32, style=5)
+
+
+def test_other_meters_are_generated_in_chunks_cut_at_bar_lines():
+    assert gan.chunk_lengths(list(encoding.bar_positions(36, 12))) == [12, 12, 12]  # 3/4
+    assert gan.chunk_lengths(list(encoding.bar_positions(48, 24))) == [16, 8, 16, 8]  # 6/4
+    assert gan.chunk_lengths(list(encoding.bar_positions(32, 16))) == [16, 16]
+    context, positions = inputs(bars=2, bar_steps=12)
+    assert tiny().generate(context, positions, 24, generator=torch.Generator().manual_seed(0)).shape == (24,)
+
+
+def test_bar_pairs_keep_16_step_tunes_and_pad_the_pickup():
+    tokens = np.arange(2, 2 + 36) % encoding.VOCAB_SIZE  # 4-step pickup + 2 bars
+    tune, waltz = _tune(tokens, bar_steps=16, offset_steps=12), _tune(tokens, bar_steps=12, offset_steps=0)
+    previous, bars, rows = gan_train.bar_pairs([tune, waltz], STYLES)
+    assert previous.shape == bars.shape == (2, 16) and rows.tolist() == [0, 0]
+    assert previous[0, :12].tolist() == [encoding.REST] * 12 and previous[0, 12:].tolist() == tokens[:4].tolist()
+    assert bars[0].tolist() == tokens[4:20].tolist() and previous[1].tolist() == bars[0].tolist()
+
+
+def _tune(tokens: np.ndarray, bar_steps: int, offset_steps: int) -> Tune:
+    return Tune("oneills", "irish", "t#0", "t", "4/4", "", None, bar_steps, offset_steps, "0", tokens)
+
+
+def test_gradient_penalty_is_a_finite_scalar():
+    config = replace(gan.PRESETS["gan-tiny"], styles=STYLES)
+    critic = gan.Critic(config)
+    previous = gan_train.one_hot(torch.randint(0, config.vocab_size, (4, gan.BAR)), config)
+    real = gan_train.one_hot(torch.randint(0, config.vocab_size, (4, gan.BAR)), config)
+    fake = torch.softmax(torch.randn(4, gan.BAR, config.vocab_size), dim=-1)
+    penalty = gan.gradient_penalty(critic, previous, real, fake, torch.tensor([0, 1, 2, 0]))
+    assert penalty.shape == () and torch.isfinite(penalty) and penalty >= 0
+    assert critic(previous, real, None).shape == (4,)
+
+
+def test_adversarial_steps_change_both_networks():
+    torch.manual_seed(0)
+    config = replace(gan.PRESETS["gan-tiny"], styles=STYLES)
+    generator, critic = gan.MelodyGAN(config), gan.Critic(config)
+    nets = nn.ModuleDict({"generator": generator, "critic": critic})
+    before = {k: v.clone() for k, v in nets.state_dict().items()}
+    optimiser = torch.optim.Adam(nets.parameters(), lr=1e-3, betas=(0.5, 0.9))
+    args = argparse.Namespace(batch_size=8, style_dropout=0.5)
+    rng = np.random.default_rng(0)
+    train = [torch.randint(2, 40, (32, gan.BAR)), torch.randint(0, 40, (32, gan.BAR)), torch.randint(0, 3, (32,))]
+    critic_loss = gan_train.critic_step(generator, critic, optimiser, *gan_train._batch(train, rng, args, 2))
+    assert all(torch.equal(before[f"generator.{k}"], v) for k, v in generator.state_dict().items())
+    generator_loss = gan_train.generator_step(generator, critic, optimiser, *gan_train._batch(train, rng, args, 2))
+    assert np.isfinite(critic_loss) and np.isfinite(generator_loss)
+    changed = {k.split(".")[0] for k, v in nets.state_dict().items() if not torch.equal(before[k], v)}
+    assert changed == {"generator", "critic"}
+
+
+def test_transposition_keeps_pitches_in_range():
+    top = encoding.VOCAB_SIZE - 1
+    previous, bar = torch.full((1, 16), top), torch.full((1, 16), encoding.HOLD)
+    shifted_previous, shifted_bar = gan_train.transposed_pair(previous, bar, torch.tensor([5]))
+    assert int(shifted_previous.max()) == top and torch.equal(shifted_bar, bar)
+
+
+@pytest.mark.skipif(not (models_dir() / "gan-folk").is_dir(), reason="no shipped gan-folk model")
+def test_shipped_model_continues_a_4_4_prime_by_two_bars():
+    from musegen_core.generate import continue_melody
+    from musegen_core.models.registry import load_model
+    from musegen_core.music import Note, Part, Piece
+
+    notes = tuple(Note(60 + 2 * (i % 4), i * 1.0, 1.0, 90) for i in range(8))
+    prime = Piece(parts=(Part("melody", notes),))
+    model = load_model("gan-folk")
+    take = continue_melody(model, prime, bars=2, seed=3, style="irish")
+    again = continue_melody(model, prime, bars=2, seed=3, style="irish")
+    assert take.start_beats == 8.0 and take.generated.parts[0].notes == again.generated.parts[0].notes
+    assert all(8.0 <= n.start_beats < 16.0 for n in take.generated.parts[0].notes)

@@ -1,0 +1,240 @@
+"""Melody VAE: checkpoint round trip, the common generation call, variations, interpolation and their controls."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from musegen_core import encoding
+from musegen_core.errors import ControlError
+from musegen_core.generate import VARIATION_BARS, _latent_windows, continue_melody, interpolate, variations
+from musegen_core.models.checkpoint import load_checkpoint, save_checkpoint
+from musegen_core.models.lstm import PRESETS as LSTM_PRESETS
+from musegen_core.models.lstm import MelodyLSTM
+from musegen_core.models.vae import PRESETS, START, WINDOW, MelodyVAE, VAEConfig, _Stepper, slerp
+from musegen_core.music import Key, Note, Part, Piece, TimeSignature
+from musegen_core.training import train
+from musegen_core.training.corpus import load_corpus
+from musegen_core.training.vae_train import loss_terms
+
+SHIPPED = Path(__file__).resolve().parents[1] / "models" / "vae-folk"
+
+
+def melody(pitches_and_beats: list[tuple[int, float]], meter=(4, 4)) -> Piece:
+    """A one-part piece of consecutive notes (pitch, length in beats) from beat 0."""
+    notes, time = [], 0.0
+    for pitch, beats in pitches_and_beats:
+        notes.append(Note(pitch, time, beats))
+        time += beats
+    return Piece((Part("Flute", tuple(notes), program=73),), 96, TimeSignature(*meter), Key(7, "major"), "m")
+
+
+A = melody([(67, 1), (69, 1), (71, 1), (72, 1), (74, 2), (72, 1), (71, 1)])  # two bars of 4/4
+B = melody([(62, 0.5), (64, 0.5), (66, 0.5), (67, 0.5), (69, 1), (71, 1), (72, 2), (71, 1), (69, 1)])
+
+
+def notes_of(piece: Piece) -> list[tuple[int, float, float]]:
+    return [(n.pitch, n.start_beats, n.duration_beats) for n in piece.parts[0].notes]
+
+
+@pytest.fixture(scope="module")
+def tiny() -> MelodyVAE:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return MelodyVAE(replace(PRESETS["vae-tiny"], styles=("irish", "bach_chorale"))).eval()
+
+
+@pytest.fixture(scope="module")
+def fitted() -> MelodyVAE:
+    """A small VAE trained for a few hundred steps on melodies A and B only (a few seconds on a CPU)."""
+    config = VAEConfig(token_dim=16, position_dim=4, encoder_hidden=32, decoder_hidden=48, latent=8, dropout=0.0)
+    tokens = torch.stack([torch.from_numpy(encoding.piece_to_tokens(m, total_steps=WINDOW).tokens) for m in (A, B)])
+    positions = torch.from_numpy(encoding.bar_positions(WINDOW, 16))[None].expand(2, -1)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = MelodyVAE(config)
+        optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
+        for _ in range(300):
+            nll, kl = loss_terms(model, tokens, positions, None)
+            loss = (nll + 0.01 * kl).mean()
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+    return model.eval()
+
+
+def test_checkpoint_round_trip_gives_identical_outputs(tiny, tmp_path):
+    save_checkpoint(tiny, tiny.config, tmp_path / "vae", "card", {})
+    loaded = load_checkpoint(tmp_path / "vae").model
+    assert loaded.family == "vae" and loaded.styles == ("irish", "bach_chorale") and not loaded.has_likelihood
+    tokens = torch.randint(0, encoding.VOCAB_SIZE, (3, WINDOW), generator=torch.Generator().manual_seed(1))
+    positions = torch.from_numpy(encoding.bar_positions(WINDOW, 12))[None].expand(3, -1)
+    with torch.inference_mode():
+        assert torch.equal(tiny(tokens, positions, sample=False)[0], loaded(tokens, positions, sample=False)[0])
+    assert notes_of(variations(tiny, A, seed=5)[2]) == notes_of(variations(loaded, A, seed=5)[2])
+
+
+def test_config_refuses_unknown_and_missing_fields():
+    data = PRESETS["vae-tiny"].to_dict()
+    assert VAEConfig.from_dict(data) == PRESETS["vae-tiny"]
+    with pytest.raises(ValueError, match=r"unknown \['extra'\].*missing \['latent'\]"):
+        VAEConfig.from_dict({k: v for k, v in data.items() if k != "latent"} | {"extra": 1})
+
+
+@pytest.mark.parametrize("steps", [1, 16, 45])
+def test_generate_gives_the_requested_steps_deterministically(tiny, steps):
+    context = torch.tensor([encoding.NOTE_ON + 20, encoding.HOLD] * 10)
+    positions = torch.from_numpy(encoding.bar_positions(20 + steps, 16))
+    take = tiny.generate(context, positions, steps, generator=torch.Generator().manual_seed(3), style=1)
+    again = tiny.generate(context, positions, steps, generator=torch.Generator().manual_seed(3), style=1)
+    assert take.shape == (steps,) and torch.equal(take, again)
+    assert int(take.min()) >= 0 and int(take.max()) < encoding.VOCAB_SIZE
+
+
+def test_continue_melody_fills_the_asked_bars(tiny):
+    result = continue_melody(tiny, A, bars=3, seed=2, style="irish")
+    assert result.start_beats == 8.0
+    assert all(8.0 <= n.start_beats < 20.0 and n.end_beats <= 20.0 for n in result.generated.parts[0].notes)
+
+
+def test_variations_are_seeded_and_two_bars_long(tiny):
+    takes = variations(tiny, A, n=3, distance=1.0, seed=7, style="bach_chorale")
+    assert len(takes) == 3
+    assert [notes_of(t) for t in takes] == [notes_of(t) for t in variations(tiny, A, n=3, distance=1.0, seed=7,
+                                                                          style="bach_chorale")]  # fmt: skip
+    assert [notes_of(t) for t in takes] != [notes_of(t) for t in variations(tiny, A, n=3, distance=1.0, seed=8,
+                                                                          style="bach_chorale")]  # fmt: skip
+    for take in takes:
+        assert take.time_signature == A.time_signature and take.tempo_bpm == 96 and take.pickup_beats == 0
+        assert take.end_beats <= 8.0
+
+
+@pytest.mark.parametrize(("bars", "meter", "windows", "kept"), [(6, (4, 4), 3, 32), (12, (4, 4), 4, 32),
+                                                                 (3, (3, 4), 2, 24), (1, (2, 4), 1, 16)])  # fmt: skip
+def test_variations_cover_up_to_eight_bars_in_two_bar_windows(tiny, bars, meter, windows, kept):
+    beats = meter[0] * 4 / meter[1]
+    prime = melody([(67, beats / 2), (71, beats / 2)] * bars, meter=meter)
+    found = _latent_windows(tiny, prime, VARIATION_BARS)
+    assert len(found) == windows and all(chunk == kept for _, _, chunk in found)
+    assert all(len(t) == len(p) == WINDOW for t, p, _ in found)
+    assert all(take.end_beats <= windows * kept / 4 for take in variations(tiny, prime, n=2, seed=1))
+
+
+def test_interpolations_are_deterministic_and_of_the_asked_count(tiny):
+    points = interpolate(tiny, A, B, steps=4, temperature=1.0, seed=3)
+    assert len(points) == 4 and all(p.end_beats <= 8.0 for p in points)
+    assert [notes_of(p) for p in points] == [notes_of(p) for p in interpolate(tiny, A, B, steps=4, temperature=1.0,
+                                                                                seed=3)]  # fmt: skip
+
+
+def test_fitted_model_reconstructs_and_interpolation_ends_at_both_melodies(fitted):
+    assert notes_of(variations(fitted, A, distance=0.0, n=1)[0]) == notes_of(A)
+    points = interpolate(fitted, A, B, steps=5)
+    assert notes_of(points[0]) == notes_of(A)
+    assert notes_of(points[-1]) == notes_of(B)
+
+
+def test_slerp_keeps_the_ends_and_the_norm_of_equal_length_vectors():
+    a, b = torch.tensor([3.0, 0.0]), torch.tensor([0.0, 3.0])
+    assert torch.allclose(slerp(a, b, 0.0), a) and torch.allclose(slerp(a, b, 1.0), b)
+    assert torch.isclose(slerp(a, b, 0.5).norm(), torch.tensor(3.0))
+    assert torch.allclose(slerp(a, 2 * a, 0.5), 1.5 * a)  # parallel: linear
+
+
+@pytest.mark.parametrize(
+    ("controls", "received"),
+    [
+        ({"n": 0}, "received 0"),
+        ({"n": 17}, "received 17"),
+        ({"n": 2.5}, "received 2.5"),
+        ({"distance": -0.1}, "received -0.1"),
+        ({"distance": 3.5}, "received 3.5"),
+        ({"seed": -1}, "received -1"),
+        ({"temperature": 9.0}, "received 9.0"),
+        ({"style": "klezmer"}, "received 'klezmer'"),
+        ({"part_index": 3}, "received 3"),
+    ],
+)
+def test_bad_variation_controls_raise_control_error(tiny, controls, received):
+    with pytest.raises(ControlError, match=received):
+        variations(tiny, A, **controls)
+
+
+@pytest.mark.parametrize(("controls", "received"), [({"steps": 1}, "received 1"), ({"steps": 17}, "received 17")])
+def test_bad_interpolation_controls_raise_control_error(tiny, controls, received):
+    with pytest.raises(ControlError, match=received):
+        interpolate(tiny, A, B, **controls)
+
+
+def test_latent_modes_refuse_other_families_long_bars_and_empty_melodies(tiny):
+    lstm = MelodyLSTM(LSTM_PRESETS["lstm-tiny"]).eval()
+    with pytest.raises(ControlError, match="received a lstm model"):
+        variations(lstm, A)
+    with pytest.raises(ControlError, match="received 9/4"):
+        interpolate(tiny, melody([(67, 9)], meter=(9, 4)), B)
+    empty = A.with_parts((Part("Flute", ()),))
+    with pytest.raises(ControlError, match="no notes"):
+        interpolate(tiny, A, empty)
+
+
+def test_shipped_model_gives_n_two_bar_variations():
+    if not (SHIPPED / "model.safetensors").is_file():
+        pytest.skip("models/vae-folk is missing: train it with `musegen train --model vae`")
+    model = load_checkpoint(SHIPPED).model
+    assert model.family == "vae" and not model.has_likelihood
+    takes = variations(model, A, n=3, distance=0.5, seed=0)
+    assert len(takes) == 3 and all(4.0 < t.end_beats <= 8.0 and t.parts[0].notes for t in takes)
+    assert notes_of(variations(model, A, n=1, distance=0.0)[0]) == notes_of(A)  # reconstructs a plain 2-bar tune
+
+
+TRAIN_RUN = ["--model", "vae", "--preset", "vae-tiny", "--collections", "oneills,ryans", "--steps", "6"]
+TRAIN_RUN += ["--batch-size", "8", "--eval-every", "2", "--max-tunes", "12", "--device", "cpu", "--workers", "1"]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """A corpus cache of 12 O'Neill + 12 Ryan tunes (music21), shared by the training runs below."""
+    folder = tmp_path_factory.mktemp("cache")
+    load_corpus(["oneills", "ryans"], max_tunes=12, workers=1, progress=False, cache_dir=folder)
+    return folder
+
+
+def run_training(folder: Path, *extra: str) -> int:
+    parser = argparse.ArgumentParser()
+    train.add_arguments(parser)
+    return train.run(parser.parse_args([*TRAIN_RUN, "--out", str(folder / "model"), *extra]))
+
+
+def test_tiny_training_run_writes_a_card_and_resumes_bit_for_bit(tmp_path, monkeypatch, cache):
+    monkeypatch.setenv("MUSEGEN_CACHE_DIR", str(cache))
+    assert run_training(tmp_path / "whole") == 0
+    assert run_training(tmp_path / "parts", "--stop-at", "3") == 0 and not (tmp_path / "parts" / "model").exists()
+    assert run_training(tmp_path / "parts", "--resume") == 0
+    whole, parts = (load_checkpoint(tmp_path / d / "model") for d in ("whole", "parts"))
+    assert whole.meta["sha256"] == parts.meta["sha256"] and whole.meta["family"] == "vae"
+    assert whole.model.styles == ("irish", "american_fiddle")
+    metrics = whole.meta["metrics"]
+    assert 0 <= metrics["test_recon_token_accuracy"] <= 1 and metrics["test_elbo_bits_per_step"] > 0
+    card = (tmp_path / "whole" / "model" / "README.md").read_text()
+    assert "reconstruction accuracy per onset" in card and whole.meta["training"]["command"] in card
+    assert [h["step"] for h in whole.meta["training"]["history"]] == [2, 4, 6]
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_fast_decoder_steps_match_the_teacher_forced_decoder(layers):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = MelodyVAE(replace(PRESETS["vae-tiny"], decoder_layers=layers, styles=("irish",))).eval()
+        z = torch.randn(model.config.latent)
+    positions = torch.from_numpy(encoding.bar_positions(WINDOW, 12, 3))
+    tokens = model.sample_window(z, positions, generator=torch.Generator().manual_seed(1), style=0)
+    previous = torch.cat([torch.tensor([START]), tokens[:-1]])
+    with torch.inference_mode():
+        logits, _ = model.decode(z[None], previous[None], positions[None], torch.tensor([0]))
+        stepper = _Stepper(model, z, torch.tensor([0]))
+        stepped = torch.stack([stepper.step(int(t), int(p)) for t, p in zip(previous, positions, strict=True)])
+    assert torch.allclose(stepped, logits[0], atol=1e-5)
