@@ -19,7 +19,7 @@ starts a chunk, a chunk is at most 16 steps long and is cut to what is left of t
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -27,6 +27,7 @@ from torch.nn import functional as F
 
 from musegen_core import encoding
 from musegen_core.models import sampling
+from musegen_core.models.config import StrictConfig
 from musegen_core.models.style import StyleEmbedding, check_unconditioned
 
 FAMILY = "gan"
@@ -34,7 +35,7 @@ BAR = 16  # steps per generated chunk: one bar of 4/4 or 2/2
 
 
 @dataclass(frozen=True)
-class GANConfig:
+class GANConfig(StrictConfig):
     """Hyper-parameters of `MelodyGAN` (and of its training critic); JSON-native fields for `config.json`."""
 
     vocab_size: int = encoding.VOCAB_SIZE  # tokens in and out: REST, HOLD, NOTE_ON + pitch
@@ -44,18 +45,6 @@ class GANConfig:
     critic_channels: int = 192  # conv channels of the critic (not shipped)
     styles: tuple[str, ...] = ()  # style labels, in index order; () = unconditioned
     style_dim: int = 16  # style embedding width (unused without styles)
-
-    def to_dict(self) -> dict:
-        return asdict(self) | {"styles": list(self.styles)}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> GANConfig:
-        """Build from a dict, refusing unknown or missing fields (a checkpoint must match this code exactly)."""
-        names = {f.name for f in fields(cls)}
-        unknown, missing = sorted(set(data) - names), sorted(names - set(data))
-        if unknown or missing:
-            raise ValueError(f"GANConfig fields do not match: unknown {unknown}, missing {missing}")
-        return cls(**{**data, "styles": tuple(data["styles"])})
 
 
 PRESETS = {

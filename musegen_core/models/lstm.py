@@ -12,13 +12,14 @@ style-conditioned model) the tune's style vector at every step:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from musegen_core import encoding
 from musegen_core.models import sampling
+from musegen_core.models.config import StrictConfig
 from musegen_core.models.style import StyleEmbedding, check_unconditioned
 
 FAMILY = "lstm"
@@ -27,7 +28,7 @@ LSTMState = tuple[torch.Tensor, torch.Tensor]  # (h, c), each (layers, batch, hi
 
 
 @dataclass(frozen=True)
-class LSTMConfig:
+class LSTMConfig(StrictConfig):
     """Hyper-parameters of `MelodyLSTM`; every field is JSON-native so it round-trips through `config.json`."""
 
     vocab_size: int = encoding.VOCAB_SIZE  # tokens in and out: REST, HOLD, NOTE_ON + pitch
@@ -40,18 +41,7 @@ class LSTMConfig:
     styles: tuple[str, ...] = ()  # style labels the model is conditioned on, in index order; () = unconditioned
     style_dim: int = 16  # style embedding width (unused without styles)
 
-    def to_dict(self) -> dict:
-        return asdict(self) | {"styles": list(self.styles)}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> LSTMConfig:
-        """Build from a dict, refusing unknown or missing fields (a checkpoint must match this code exactly). Only
-        the style fields may be missing: v1 checkpoints predate them and their defaults rebuild those models."""
-        names = {f.name for f in fields(cls)}
-        unknown, missing = sorted(set(data) - names), sorted(names - set(data) - {"styles", "style_dim"})
-        if unknown or missing:
-            raise ValueError(f"LSTMConfig fields do not match: unknown {unknown}, missing {missing}")
-        return cls(**{**data, "styles": tuple(data.get("styles", ()))})
+    OPTIONAL_FIELDS = frozenset({"styles", "style_dim"})  # v1 checkpoints predate style conditioning
 
 
 PRESETS = {

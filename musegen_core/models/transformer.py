@@ -20,7 +20,7 @@ This one rule holds everywhere, which makes the KV cache exact:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -28,13 +28,14 @@ from torch.nn import functional as F
 
 from musegen_core import encoding
 from musegen_core.models import sampling
+from musegen_core.models.config import StrictConfig
 from musegen_core.models.style import StyleEmbedding, check_unconditioned
 
 FAMILY = "transformer"
 
 
 @dataclass(frozen=True)
-class TransformerConfig:
+class TransformerConfig(StrictConfig):
     """Hyper-parameters of `MelodyTransformer`; every field is JSON-native so it round-trips through `config.json`."""
 
     vocab_size: int = encoding.VOCAB_SIZE  # tokens in and out: REST, HOLD, NOTE_ON + pitch
@@ -53,18 +54,6 @@ class TransformerConfig:
             raise ValueError(f"dim / heads must be a whole even number (received dim {self.dim}, heads {self.heads})")
         if self.context < 1:
             raise ValueError(f"context must be ≥ 1 step (received {self.context})")
-
-    def to_dict(self) -> dict:
-        return asdict(self) | {"styles": list(self.styles)}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> TransformerConfig:
-        """Build from a dict, refusing unknown or missing fields (a checkpoint must match this code exactly)."""
-        names = {f.name for f in fields(cls)}
-        unknown, missing = sorted(set(data) - names), sorted(names - set(data))
-        if unknown or missing:
-            raise ValueError(f"TransformerConfig fields do not match: unknown {unknown}, missing {missing}")
-        return cls(**{**data, "styles": tuple(data["styles"])})
 
 
 PRESETS = {

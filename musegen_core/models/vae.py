@@ -15,13 +15,14 @@ False and the evaluation harness reports no NLL for this family; the card report
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from musegen_core import encoding
 from musegen_core.models import sampling
+from musegen_core.models.config import StrictConfig
 from musegen_core.models.lstm import _cell
 from musegen_core.models.style import StyleEmbedding, check_unconditioned
 
@@ -32,7 +33,7 @@ CONTINUE_NOISE = 0.8  # `generate`: next window's z = last window's μ + this ×
 
 
 @dataclass(frozen=True)
-class VAEConfig:
+class VAEConfig(StrictConfig):
     """Hyper-parameters of `MelodyVAE`; every field is JSON-native so it round-trips through `config.json`."""
 
     vocab_size: int = encoding.VOCAB_SIZE  # tokens in and out: REST, HOLD, NOTE_ON + pitch
@@ -46,18 +47,6 @@ class VAEConfig:
     dropout: float = 0.1  # on embeddings and before the head (training only)
     styles: tuple[str, ...] = ()  # decoder style conditioning, in index order; () = unconditioned
     style_dim: int = 16  # style embedding width (unused without styles)
-
-    def to_dict(self) -> dict:
-        return asdict(self) | {"styles": list(self.styles)}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> VAEConfig:
-        """Build from a dict, refusing unknown or missing fields (a checkpoint must match this code exactly)."""
-        names = {f.name for f in fields(cls)}
-        unknown, missing = sorted(set(data) - names), sorted(names - set(data))
-        if unknown or missing:
-            raise ValueError(f"VAEConfig fields do not match: unknown {unknown}, missing {missing}")
-        return cls(**{**data, "styles": tuple(data["styles"])})
 
 
 PRESETS = {
