@@ -5,14 +5,15 @@ Kept free of Streamlit so the CLI, tests and benches run the very same steps as 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from musegen_core.feedback import Rating
 from musegen_core.formats.midi import piece_to_midi
-from musegen_core.generate import Continuation, continue_melody
+from musegen_core.generate import Continuation, continue_melody, interpolate, variations
 from musegen_core.models.registry import ModelInfo
-from musegen_core.music import Piece
+from musegen_core.music import Part, Piece
 
 
 @dataclass(frozen=True)
@@ -85,3 +86,96 @@ def rating_for(take: Take, stars: int, comment: str = "") -> Rating:
         prime_midi=piece_to_midi(take.continuation.prime),
         generated_midi=piece_to_midi(take.continuation.generated),
     )
+
+
+@dataclass(frozen=True)
+class LatentTakes:
+    """Melodies from a VAE's latent space: variations around one melody, or the steps from melody A to melody B.
+
+    Each piece is one part that starts at beat 0 on a bar line, in the first melody's tempo, meter and key.
+    """
+
+    number: int  # per-session counter, like `Take.number`
+    mode: str  # "variations" or "interpolation"
+    pieces: tuple[Piece, ...]
+    model: ModelInfo
+    seed: int
+    controls: dict[str, Any]  # n and distance, or steps; part and tune indices; the second melody's file name
+    prime_name: str
+
+    @property
+    def labels(self) -> list[str]:
+        """What to call each piece: "Variation 1", … or "A", "Step 2", …, "B"."""
+        count = len(self.pieces)
+        if self.mode == "variations":
+            return [f"Variation {i + 1}" for i in range(count)]
+        return ["A", *(f"Step {i + 1}" for i in range(1, count - 1)), "B"]
+
+    @property
+    def source(self) -> tuple[str, int, int]:
+        """(file name, tune index, part index) of the (first) melody these takes come from."""
+        return (self.prime_name, self.controls["tune_index"], self.controls["part_index"])
+
+    def laid_out(self, gap_bars: int = 1) -> list[Piece]:
+        """The pieces moved to play one after another, `gap_bars` bars of rest between them."""
+        bar = self.pieces[0].time_signature.bar_beats
+        moved, start = [], 0.0
+        for piece in self.pieces:
+            moved.append(piece.shifted(start))
+            start += (max(1, math.ceil(piece.end_beats / bar - 1e-9)) + gap_bars) * bar
+        return moved
+
+    def in_a_row(self, gap_bars: int = 1) -> Piece:
+        """All pieces in one part, one after another (to hear the whole set in one go)."""
+        first = self.pieces[0].parts[0]
+        notes = tuple(note for piece in self.laid_out(gap_bars) for note in piece.parts[0].notes)
+        return self.pieces[0].with_parts((Part(first.name, notes, first.program, first.is_drum),))
+
+
+def make_variations(
+    number: int,
+    model: Any,
+    info: ModelInfo,
+    prime: Piece,
+    *,
+    prime_name: str,
+    n: int,
+    distance: float,
+    seed: int,
+    style: str | None = None,
+    part_index: int = 0,
+    tune_index: int = 0,
+) -> LatentTakes:
+    """`n` variations of the chosen part's first bars; raises `ControlError` for out-of-range controls."""
+    pieces = variations(model, prime, part_index=part_index, n=n, distance=distance, seed=seed, style=style)
+    controls = {"n": n, "distance": distance, "style": style, "part_index": part_index, "tune_index": tune_index}
+    return LatentTakes(number, "variations", tuple(pieces), info, seed, controls, prime_name)
+
+
+def make_interpolation(
+    number: int,
+    model: Any,
+    info: ModelInfo,
+    a: Piece,
+    b: Piece,
+    *,
+    prime_name: str,
+    other_name: str,
+    steps: int,
+    seed: int,
+    part_index: int = 0,
+    tune_index: int = 0,
+    part_index_b: int = 0,
+    tune_index_b: int = 0,
+) -> LatentTakes:
+    """`steps` melodies from a's first bars to b's; raises `ControlError` for out-of-range controls."""
+    pieces = interpolate(model, a, b, steps=steps, seed=seed, part_index_a=part_index, part_index_b=part_index_b)
+    controls = {
+        "steps": steps,
+        "part_index": part_index,
+        "tune_index": tune_index,
+        "other_name": other_name,
+        "part_index_b": part_index_b,
+        "tune_index_b": tune_index_b,
+    }
+    return LatentTakes(number, "interpolation", tuple(pieces), info, seed, controls, prime_name)

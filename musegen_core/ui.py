@@ -21,7 +21,7 @@ from musegen_core.formats import MusicFile, open_music_file
 from musegen_core.models.registry import ModelInfo, list_models, load_model
 from musegen_core.music import Piece
 from musegen_core.render.audio import Synthesizer
-from musegen_core.studio import Take
+from musegen_core.studio import LatentTakes, Take
 
 log = logging.getLogger("musegen.ui")
 
@@ -86,6 +86,7 @@ class ComposeState:
 
     takes_made: int = 0
     take: Take | None = None
+    latent: LatentTakes | None = None  # the last variations or interpolation
     saved_ratings: dict[int, int] = field(default_factory=dict)  # take number → rating id
 
 

@@ -1,4 +1,5 @@
-"""Compose: upload a melody, continue it with a trained model, see it, hear it, download it, rate it."""
+"""Compose: upload a melody, continue it with a trained model (or, with a VAE, vary it or morph it into another),
+see it, hear it, download it, rate it."""
 
 from __future__ import annotations
 
@@ -7,21 +8,37 @@ import streamlit as st
 from musegen_core import ui
 from musegen_core.formats import UPLOAD_EXTENSIONS, default_melody_part, describe_part
 from musegen_core.formats.midi import piece_to_midi
+from musegen_core.models.registry import ModelInfo
 from musegen_core.music import Piece
-from musegen_core.render.pianoroll import PRIME_COLOR, TAKE_COLOR, RollLayer, piano_roll
-from musegen_core.studio import describe_piece, make_take, rating_for
+from musegen_core.render.pianoroll import PRIME_COLOR, TAKE_COLOR, RollLayer, piano_roll, set_layers
+from musegen_core.studio import (
+    LatentTakes,
+    describe_piece,
+    make_interpolation,
+    make_take,
+    make_variations,
+    rating_for,
+)
 
 MAX_SEED = 2**31 - 1
 ANY_STYLE = "any style"
+CONTINUE, VARIATIONS, INTERPOLATE = "Continue", "Variations", "Interpolate"
+LATENT_MODES = {VARIATIONS: "variations", INTERPOLATE: "interpolation"}  # page mode → `LatentTakes.mode`
+MODE_HELP = (
+    "Continue: add bars after your melody. Variations: new takes on your melody's first bars, as close or as far "
+    "as the distance slider says. Interpolate: a path of melodies from yours to a second one."
+)
 
 
-def choose_prime(data: bytes, name: str) -> tuple[Piece, int, int]:
+def choose_prime(data: bytes, name: str, key: str = "a") -> tuple[Piece, int, int]:
     """Tune and melody-part pickers; returns (piece, tune index, part index)."""
     music_file = ui.music_file(data, name)
     tune = 0
     if len(music_file.tune_titles) > 1:
         titles = music_file.tune_titles
-        tune = st.selectbox("Tune", range(len(titles)), format_func=lambda i: f"{i + 1}. {titles[i]}")
+        tune = st.selectbox(
+            "Tune", range(len(titles)), format_func=lambda i: f"{i + 1}. {titles[i]}", key=f"tune-{key}"
+        )
     piece = ui.load_tune(data, name, tune)
     part = 0
     if len(piece.parts) > 1:
@@ -30,6 +47,7 @@ def choose_prime(data: bytes, name: str) -> tuple[Piece, int, int]:
             range(len(piece.parts)),
             index=default_melody_part(piece),
             format_func=lambda i: describe_part(piece.parts[i]),
+            key=f"part-{key}",
         )
     return piece, tune, part
 
@@ -41,30 +59,108 @@ def show_prime(piece: Piece, part: int) -> None:
     st.audio(ui.wav_bytes(melody), format="audio/wav")
 
 
-def generate_controls(state: ui.ComposeState, piece: Piece, name: str, tune: int, part: int) -> None:
+def generate_controls(state: ui.ComposeState, piece: Piece, name: str, tune: int, part: int) -> str:
+    """Model and mode pickers and the chosen mode's form; returns the mode."""
     infos = ui.models()
     if not infos:
         st.error("No trained model is installed in models/. Run `musegen train` or restore the shipped models.")
-        return
+        return CONTINUE
     info = st.selectbox("Model", infos, format_func=lambda m: f"{m.name} (v{m.version}, {m.family})")
     st.caption(info.licence_note)
+    mode = CONTINUE
+    if info.family == "vae":
+        mode = st.radio("Mode", [CONTINUE, VARIATIONS, INTERPOLATE], horizontal=True, help=MODE_HELP)
+    if mode == CONTINUE:
+        continue_form(state, info, piece, name, tune, part)
+    elif mode == VARIATIONS:
+        variations_form(state, info, piece, name, tune, part)
+    else:
+        interpolate_form(state, info, piece, name, tune, part)
+    return mode
+
+
+def style_picker(info: ModelInfo) -> str | None:
+    style = st.selectbox(
+        "Style",
+        [ANY_STYLE, *info.styles],
+        format_func=lambda s: s.replace("_", " "),
+        disabled=not info.styles,
+        help="Styles this model was trained on." if info.styles else "This model is not style-conditioned.",
+    )
+    return None if style == ANY_STYLE else style
+
+
+def seed_input() -> int:
+    return int(st.number_input("Seed", 0, MAX_SEED, 0, help="Same seed and settings → the same result."))
+
+
+def continue_form(state: ui.ComposeState, info: ModelInfo, piece: Piece, name: str, tune: int, part: int) -> None:
     with st.form("generate"):
-        style = st.selectbox(
-            "Style",
-            [ANY_STYLE, *info.styles],
-            format_func=lambda s: s.replace("_", " "),
-            disabled=not info.styles,
-            help="Styles this model was trained on." if info.styles else "This model is not style-conditioned.",
-        )
+        style = style_picker(info)
         bars = st.slider("Bars to add", 1, 32, 8)
         temperature = st.slider("Temperature", 0.1, 2.0, 1.0, 0.05, help="Lower: safer, more repetitive.")
-        seed = st.number_input("Seed", 0, MAX_SEED, 0, help="Same seed and settings → the same take.")
+        seed = seed_input()
         submitted = st.form_submit_button("Generate", type="primary")
     if submitted:
         state.takes_made += 1
         state.take = make_take(
-            state.takes_made, ui.model(info.name), info, piece, prime_name=name, seed=int(seed), bars=bars,
-            temperature=temperature, style=None if style == ANY_STYLE else style, part_index=part, tune_index=tune,
+            state.takes_made, ui.model(info.name), info, piece, prime_name=name, seed=seed, bars=bars,
+            temperature=temperature, style=style, part_index=part, tune_index=tune,
+        )  # fmt: skip
+
+
+def variations_form(state: ui.ComposeState, info: ModelInfo, piece: Piece, name: str, tune: int, part: int) -> None:
+    with st.form("variations"):
+        style = style_picker(info)
+        n = st.slider("Variations", 1, 8, 4)
+        distance = st.slider(
+            "Distance", 0.0, 3.0, 0.7, 0.1, help="0: your melody as the model hears it; higher strays further."
+        )
+        seed = seed_input()
+        submitted = st.form_submit_button("Make variations", type="primary")
+    if submitted:
+        state.takes_made += 1
+        state.latent = make_variations(
+            state.takes_made, ui.model(info.name), info, piece, prime_name=name, n=n, distance=distance, seed=seed,
+            style=style, part_index=part, tune_index=tune,
+        )  # fmt: skip
+
+
+def interpolate_form(state: ui.ComposeState, info: ModelInfo, piece: Piece, name: str, tune: int, part: int) -> None:
+    upload_b = st.file_uploader("Melody B: where the path ends", type=list(UPLOAD_EXTENSIONS), key="upload-b")
+    if upload_b is None:
+        st.info("Upload a second melody to interpolate from yours (A) to it (B).")
+        return
+    data_b = upload_b.getvalue()
+    piece_b, tune_b, part_b = choose_prime(data_b, upload_b.name, key="b")
+    st.caption(f"B: {describe_piece(piece_b)}")
+    with st.form("interpolate"):
+        steps = st.slider("Steps", 3, 9, 5, help="Melodies on the path, A and B included.")
+        seed = seed_input()
+        submitted = st.form_submit_button("Interpolate", type="primary")
+    if submitted:
+        state.takes_made += 1
+        state.latent = make_interpolation(
+            state.takes_made, ui.model(info.name), info, piece, piece_b, prime_name=name, other_name=upload_b.name,
+            steps=steps, seed=seed, part_index=part, tune_index=tune, part_index_b=part_b, tune_index_b=tune_b,
+        )  # fmt: skip
+
+
+def show_latent(takes: LatentTakes) -> None:
+    """The whole set in one piano roll and one player, then each melody with its own player and MIDI download."""
+    title = "Variations" if takes.mode == "variations" else "Interpolation A → B"
+    labels = takes.labels
+    st.plotly_chart(piano_roll(set_layers(takes.laid_out(), labels), title=f"{title} — {takes.model.name}"))
+    st.markdown("**All in a row**")
+    st.audio(ui.wav_bytes(takes.in_a_row()), format="audio/wav")
+    columns = st.columns(min(4, len(takes.pieces)))
+    for i, (piece, label) in enumerate(zip(takes.pieces, labels, strict=True)):
+        column = columns[i % len(columns)]
+        column.markdown(f"**{label}**")
+        column.audio(ui.wav_bytes(piece), format="audio/wav")
+        column.download_button(
+            "MIDI", piece_to_midi(piece), file_name=f"musegen-{takes.number}-{label.lower().replace(' ', '-')}.mid",
+            mime="audio/midi", key=f"midi-{takes.number}-{i}",
         )  # fmt: skip
 
 
@@ -108,6 +204,10 @@ with ui.user_errors():
         data = upload.getvalue()
         piece, tune, part = choose_prime(data, upload.name)
         show_prime(piece, part)
-        generate_controls(state, piece, upload.name, tune, part)
-        if state.take is not None and state.take.source == (upload.name, tune, part):
+        mode = generate_controls(state, piece, upload.name, tune, part)
+        source = (upload.name, tune, part)
+        if mode == CONTINUE and state.take is not None and state.take.source == source:
             show_take(state)
+        latent = state.latent
+        if latent is not None and latent.source == source and latent.mode == LATENT_MODES.get(mode):
+            show_latent(latent)

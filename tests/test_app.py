@@ -137,3 +137,48 @@ def test_every_installed_model_and_its_styles_can_be_picked(app: AppTest) -> Non
     assert not app.exception and not app.error
     take = app.session_state["compose"].take
     assert take.model.name == "transformer-folk" and take.controls["style"] == "bach_chorale"
+
+
+def _pick_model(at: AppTest, name: str) -> None:
+    picker = next(s for s in at.selectbox if s.label == "Model")
+    picker.select_index(next(i for i, o in enumerate(picker.options) if o.startswith(name))).run()
+
+
+def test_vae_variations_are_shown_played_and_downloadable(app: AppTest) -> None:
+    app.file_uploader[0].upload("tune.mid", _melody_midi(), "audio/midi").run()
+    _pick_model(app, "vae-folk")
+    next(r for r in app.radio if r.label == "Mode").set_value("Variations").run()
+    assert not app.exception and not app.error
+    next(s for s in app.slider if s.label == "Variations").set_value(3)
+    next(s for s in app.slider if s.label == "Distance").set_value(1.0)
+    _button(app, "Make variations").click().run()
+    assert not app.exception and not app.error
+    latent = app.session_state["compose"].latent
+    assert latent.mode == "variations" and len(latent.pieces) == 3 and latent.controls["distance"] == 1.0
+    assert len({piece.parts[0].notes for piece in latent.pieces}) == 3  # three different takes
+    assert len(app.get("plotly_chart")) == 2  # the prime, then the set
+    assert len(app.get("audio")) == 1 + 1 + 3  # prime; all in a row; one per variation
+    assert [b.proto.label for b in app.get("download_button")] == ["MIDI"] * 3
+
+
+def test_vae_interpolation_goes_from_a_to_b(app: AppTest) -> None:
+    app.file_uploader[0].upload("tune.mid", _melody_midi(), "audio/midi").run()
+    _pick_model(app, "vae-folk")
+    next(r for r in app.radio if r.label == "Mode").set_value("Interpolate").run()
+    assert "second melody" in app.info[0].value
+    low = Piece((Part("Low", tuple(Note(55 + (i % 3), i * 0.5, 0.5) for i in range(16))),), 110, TimeSignature(2, 4))
+    app.file_uploader[1].upload("low.mid", piece_to_midi(low), "audio/midi").run()
+    next(s for s in app.slider if s.label == "Steps").set_value(4)
+    _button(app, "Interpolate").click().run()
+    assert not app.exception and not app.error
+    latent = app.session_state["compose"].latent
+    assert latent.mode == "interpolation" and latent.labels == ["A", "Step 2", "Step 3", "B"]
+    assert latent.controls["other_name"] == "low.mid"
+    mean_pitch = [sum(n.pitch for n in p.parts[0].notes) / len(p.parts[0].notes) for p in latent.pieces]
+    assert mean_pitch[0] > 64 > mean_pitch[-1]  # A is the high fiddle line, B the low one
+    assert len(app.get("audio")) == 1 + 1 + 4
+
+
+def test_continue_only_models_offer_no_latent_modes(app: AppTest) -> None:
+    app.file_uploader[0].upload("tune.mid", _melody_midi(), "audio/midi").run()
+    assert not [r for r in app.radio if r.label == "Mode"]  # lstm-folk, the default

@@ -16,6 +16,8 @@ from musegen_core.music import Note, Part, Piece, pitch_name
 
 PRIME_COLOR = "#4C78A8"  # blue: the user's melody
 TAKE_COLOR = "#F58518"  # orange: a model's continuation
+SET_COLORS = ("#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#EECA3B", "#9D755D")
+"""Colours of the melodies of one set (variations, interpolation steps), cycled."""
 BAR_LINE_COLOR = "rgba(120, 120, 120, 0.45)"
 NOTE_HEIGHT = 0.8  # bar thickness, in semitones
 PITCH_PADDING = 2  # semitones shown above the highest and below the lowest note
@@ -53,6 +55,14 @@ def piano_roll(layers: Sequence[RollLayer], *, title: str = "", height: int = 42
     figure = go.Figure(under_notes + [_note_trace(layer) for layer in layers])
     _style(figure, title, height, low, high, end_beats=max(bar_lines, default=0.0))
     return figure
+
+
+def set_layers(pieces: Sequence[Piece], labels: Sequence[str]) -> list[RollLayer]:
+    """One layer per melody of a set, each in its own colour (cycling through `SET_COLORS`)."""
+    return [
+        RollLayer(label, piece, SET_COLORS[i % len(SET_COLORS)])
+        for i, (piece, label) in enumerate(zip(pieces, labels, strict=True))
+    ]
 
 
 def _note_trace(layer: RollLayer) -> go.Bar:

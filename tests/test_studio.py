@@ -1,0 +1,45 @@
+"""The Compose page's steps without the page: latent-mode takes laid out and joined for playback."""
+
+from __future__ import annotations
+
+from musegen_core.models.registry import ModelInfo
+from musegen_core.music import Note, Part, Piece, TimeSignature
+from musegen_core.studio import LatentTakes
+
+
+def _melody(pitches: list[int], length: float = 1.0) -> Piece:
+    notes = tuple(Note(p, i * length, length) for i, p in enumerate(pitches))
+    return Piece((Part("melody", notes, program=73),), 90, TimeSignature(3, 4))
+
+
+def _takes(pieces: list[Piece], mode: str = "variations") -> LatentTakes:
+    info = ModelInfo("vae-test", "vae", "1", "a test VAE", (), commercial_use_cleared=True)
+    return LatentTakes(1, mode, tuple(pieces), info, 0, {"tune_index": 0, "part_index": 0}, "a.mid")
+
+
+def test_laid_out_melodies_follow_each_other_on_bar_lines_with_a_bar_of_rest() -> None:
+    one_bar, two_bars = _melody([60, 62, 64]), _melody([67, 65, 64, 62, 60])  # 3/4: 3 beats; 5 beats → 2 bars
+    laid = _takes([one_bar, two_bars, one_bar]).laid_out()
+    starts = [piece.parts[0].notes[0].start_beats for piece in laid]
+    assert starts == [0.0, 6.0, 15.0]  # 1 bar + 1 rest bar; then 2 bars + 1 rest bar
+    assert all(piece.pickup_beats == 0 for piece in laid)
+
+
+def test_in_a_row_holds_every_note_once_in_one_part_with_the_first_melodys_settings() -> None:
+    pieces = [_melody([60, 62, 64]), _melody([72, 71]), _melody([55])]
+    joined = _takes(pieces).in_a_row()
+    assert len(joined.parts) == 1 and joined.note_count == 6
+    assert (joined.tempo_bpm, joined.time_signature, joined.parts[0].program) == (90, TimeSignature(3, 4), 73)
+    assert [n.pitch for n in joined.parts[0].notes] == [60, 62, 64, 72, 71, 55]
+
+
+def test_an_empty_take_still_gets_its_bar() -> None:
+    silent = Piece((Part("melody", ()),), 90, TimeSignature(3, 4))
+    laid = _takes([silent, _melody([60])]).laid_out()
+    assert laid[1].parts[0].notes[0].start_beats == 6.0
+
+
+def test_labels_name_variations_and_interpolation_steps() -> None:
+    pieces = [_melody([60])] * 4
+    assert _takes(pieces).labels == ["Variation 1", "Variation 2", "Variation 3", "Variation 4"]
+    assert _takes(pieces, "interpolation").labels == ["A", "Step 2", "Step 3", "B"]
