@@ -114,7 +114,7 @@ def variations_form(state: ui.ComposeState, info: ModelInfo, piece: Piece, name:
         style = style_picker(info)
         n = st.slider("Variations", 1, 8, 4)
         distance = st.slider(
-            "Distance", 0.0, 3.0, 0.7, 0.1, help="0: your melody as the model hears it; higher strays further."
+            "Distance", 0.0, 3.0, 0.5, 0.1, help="0: your melody as the model hears it; higher strays further."
         )
         seed = seed_input()
         submitted = st.form_submit_button("Make variations", type="primary")

@@ -7,6 +7,7 @@ the take and finds the rating in the database the server wrote.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -115,3 +116,30 @@ def test_upload_generate_listen_rate(server: tuple[str, str], page, tmp_path: Pa
 
     [rating] = FeedbackStore(db_url).recent()
     assert rating.stars == 5 and rating.prime_name == "jig.mid"
+
+
+def test_vae_variations_play_in_the_browser(server: tuple[str, str], page, tmp_path: Path) -> None:
+    url, _ = server
+    melody = tmp_path / "air.mid"
+    pitches = [67, 69, 71, 72, 74, 72, 71, 69, 67, 71, 74, 79, 78, 76, 74, 72]
+    notes = tuple(Note(p, i * 0.5, 0.5) for i, p in enumerate(pitches))
+    melody.write_bytes(piece_to_midi(Piece((Part("Flute", notes, program=73),), tempo_bpm=96)))
+
+    page.goto(url)
+    page.locator("input[type=file]").first.set_input_files(str(melody))
+    page.locator(".js-plotly-plot").first.wait_for()
+    model_picker = page.locator("[data-testid='stSelectbox']").filter(has_text="Model").get_by_role("combobox")
+    model_picker.click()
+    page.get_by_role("option", name=re.compile(r"^vae-folk")).click()
+    page.get_by_text("Variations", exact=True).first.click()
+    page.get_by_role("button", name="Make variations").click()
+    page.get_by_text("All in a row").wait_for()
+    page.get_by_text("Variation 4", exact=True).last.wait_for()
+    assert page.locator(".js-plotly-plot").count() == 2
+    audio = page.locator("audio")
+    audio.nth(5).wait_for(state="attached")  # prime, all in a row, four variations
+    source = audio.nth(1).get_attribute("src")
+    response = page.request.get(source if source.startswith("http") else f"{url}{source}")
+    assert response.ok and response.body()[:4] == b"RIFF" and len(response.body()) > 44_100
+    if os.environ.get("MUSEGEN_SCREENSHOTS"):
+        page.screenshot(path=os.path.join(os.environ["MUSEGEN_SCREENSHOTS"], "variations.png"), full_page=True)
