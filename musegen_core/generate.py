@@ -8,21 +8,28 @@ so the same model, prime and controls always give the same notes.
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from musegen_core import encoding
+from musegen_core.controls import (
+    MAX_SEED,
+    TEMPERATURE_RANGE,
+    Controls,
+    check_real,
+    check_whole,
+    key_of,
+    steered_tempo,
+    steering_table,
+)
 from musegen_core.errors import ControlError
 from musegen_core.models.registry import MelodyModel
+from musegen_core.models.style import Style, StyleMix
 from musegen_core.models.vae import WINDOW, slerp
 from musegen_core.music import Part, Piece
 
-MAX_BARS = 64
-TEMPERATURE_RANGE = (0.05, 5.0)
-MAX_SEED = 2**31 - 1
 CONTEXT_BARS = 16  # the model reads at most this many bars of the prime
 
 
@@ -30,7 +37,7 @@ CONTEXT_BARS = 16  # the model reads at most this many bars of the prime
 class Continuation:
     """A prime melody and the bars generated after it (both single-part pieces on the same time line)."""
 
-    prime: Piece  # the user's melody part, as given
+    prime: Piece  # the user's melody part, as given (at the take's tempo)
     generated: Piece  # the new notes only, in absolute beats: they start at the first bar line after the prime
     start_beats: float  # that bar line: where the generated bars begin
 
@@ -46,59 +53,54 @@ class Continuation:
 
 
 def continue_melody(
-    model: MelodyModel,
-    prime: Piece,
-    *,
-    part_index: int = 0,
-    bars: int = 8,
-    temperature: float = 1.0,
-    seed: int = 0,
-    top_p: float = 1.0,
-    style: str | None = None,
+    model: MelodyModel, prime: Piece, controls: Controls | None = None, *, part_index: int = 0, **values: object
 ) -> Continuation:
-    """Continue one part of `prime` by `bars` bars of its meter.
+    """Continue one part of `prime` by `controls.bars` bars of its meter.
 
     Args:
         model: a loaded melody model (see `musegen_core.models.registry.load_model`).
-        prime: the piece holding the melody; its tempo, meter, key and pickup carry over.
+        prime: the piece holding the melody; its meter, key and pickup carry over, and its tempo unless the
+            controls set one.
+        controls: every knob (see `musegen_core.controls.Controls`); default: none turned.
         part_index: which part is the melody (polyphonic parts are reduced to their top line).
-        bars: bars to generate, 1–64.
-        temperature: sampling temperature, 0.05–5 (lower = safer, higher = wilder).
-        seed: 0 to 2**31 − 1; the same seed gives the same continuation.
-        top_p: nucleus sampling mass in (0, 1] (1 = off).
-        style: one of `model.styles` (e.g. "irish"), or None for no particular style.
+        values: single controls by name (`bars=4, seed=3`), applied over `controls`.
 
     Raises:
-        ControlError: a control is out of range, the style is not one of the model's, the part index does not
-            exist, or the melody has no notes.
+        ControlError: a control is out of range or unknown, a style is not one of the model's, the part index does
+            not exist, or the melody has no notes.
     """
-    _check_controls(bars, temperature, seed, top_p)
-    style_index = _style_index(model, style)
+    controls = _merged(controls, values)
+    style = _model_style(model, controls)
     melody = _melody_part(prime, part_index)
-    context, positions, start_step = _model_inputs(melody, int(bars))
+    context, positions, start_step = _model_inputs(melody, controls.bars)
     new = model.generate(
         torch.from_numpy(context),
         torch.from_numpy(positions),
         len(positions) - len(context),
-        temperature=temperature,
-        top_p=top_p,
-        generator=torch.Generator().manual_seed(int(seed)),
-        style=style_index,
+        temperature=controls.temperature,
+        top_p=controls.top_p,
+        generator=torch.Generator().manual_seed(int(controls.seed)),
+        style=style,
+        steering=steering_table(controls, *_meter_steps(melody), key_of(melody)),
     )
+    melody = replace(melody, tempo_bpm=steered_tempo(controls, melody.tempo_bpm))
     start_beats = start_step / encoding.STEPS_PER_BEAT
     return Continuation(melody, _generated_piece(melody, new.numpy(), start_beats), start_beats)
 
 
-def _check_controls(bars: int, temperature: float, seed: int, top_p: float) -> None:
-    if not (_is_whole(bars) and 1 <= bars <= MAX_BARS):
-        raise ControlError(f"bars must be a whole number within 1 and {MAX_BARS} (received {bars!r})")
-    low, high = TEMPERATURE_RANGE
-    if not low <= temperature <= high:
-        raise ControlError(f"temperature must be within {low} and {high} (received {temperature!r})")
-    if not (_is_whole(seed) and 0 <= seed <= MAX_SEED):
-        raise ControlError(f"seed must be a whole number within 0 and {MAX_SEED} (received {seed!r})")
-    if not 0 < top_p <= 1:
-        raise ControlError(f"top_p must be within 0 (excluded) and 1 (received {top_p!r})")
+def _merged(controls: Controls | None, values: dict) -> Controls:
+    try:
+        return replace(controls or Controls(), **values)
+    except TypeError:
+        raise ControlError(f"unknown controls: {sorted(set(values) - set(Controls().as_dict()))}") from None
+
+
+def _model_style(model: MelodyModel, controls: Controls) -> Style:
+    """The model's style argument: a style index, a mix of two, or None (any style)."""
+    style = _style_index(model, controls.style)
+    if controls.mix == 0 or style is None:
+        return style
+    return StyleMix(style, _style_index(model, controls.mix_style), controls.mix)
 
 
 def _style_index(model: MelodyModel, style: str | None) -> int | None:
@@ -111,8 +113,12 @@ def _style_index(model: MelodyModel, style: str | None) -> int | None:
     return model.styles.index(style)
 
 
-def _is_whole(value: object) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+def _meter_steps(melody: Piece) -> tuple[int, int]:
+    """(bar, beat) lengths in sixteenth steps; compound meters (6/8, 9/8, 12/8) beat in dotted quarters."""
+    meter = melody.time_signature
+    bar = round(meter.bar_beats * encoding.STEPS_PER_BEAT)
+    compound = meter.denominator == 8 and meter.numerator % 3 == 0 and meter.numerator > 3
+    return bar, 6 if compound else max(1, 16 // meter.denominator)
 
 
 def _melody_part(prime: Piece, part_index: int) -> Piece:
@@ -188,9 +194,7 @@ def variations(
     """
     vae = _vae_model(model)
     _check_latent_controls(n, "n", MAX_TAKES, seed, temperature)
-    low, high = DISTANCE_RANGE
-    if not (isinstance(distance, numbers.Real) and low <= distance <= high):
-        raise ControlError(f"distance must be within {low} and {high} (received {distance!r})")
+    check_real("distance", distance, *DISTANCE_RANGE)
     style_index = _style_index(model, style)
     melody = _melody_part(prime, part_index)
     windows = _latent_windows(vae, melody, VARIATION_BARS)
@@ -247,10 +251,8 @@ def _vae_model(model: MelodyModel):
 
 
 def _check_latent_controls(count, name: str, most: int, seed, temperature: float, least: int = 1) -> None:
-    if not (_is_whole(count) and least <= count <= most):
-        raise ControlError(f"{name} must be a whole number within {least} and {most} (received {count!r})")
-    if not (_is_whole(seed) and 0 <= seed <= MAX_SEED):
-        raise ControlError(f"seed must be a whole number within 0 and {MAX_SEED} (received {seed!r})")
+    check_whole(name, count, least, most)
+    check_whole("seed", seed, 0, MAX_SEED)
     low, high = TEMPERATURE_RANGE
     if not (temperature == 0 or low <= temperature <= high):
         raise ControlError(f"temperature must be 0 (greedy) or within {low} and {high} (received {temperature!r})")

@@ -12,6 +12,7 @@ from musegen_core import encoding
 from musegen_core.errors import CheckpointError
 from musegen_core.models import checkpoint, registry
 from musegen_core.models.lstm import PRESETS, LSTMConfig, MelodyLSTM, _Stepper
+from musegen_core.models.style import StyleMix, style_rows
 
 TINY = PRESETS["lstm-tiny"]
 CARD = "# tiny\n\ntest model card\n"
@@ -270,11 +271,11 @@ def test_style_changes_the_logits_and_none_is_the_any_style_row():
     assert torch.equal(unset, any_row)
 
 
-@pytest.mark.parametrize("style", [None, 0, 1])
+@pytest.mark.parametrize("style", [None, 0, 1, StyleMix(0, 1, 0.3)])
 @torch.inference_mode()
 def test_fast_stepping_matches_the_lstm_module_with_a_style(style):
     model, (tokens, positions) = styled_model(), inputs(1, 10)
-    rows = model._style_rows(style, torch.device("cpu"))
+    rows = style_rows(model.style_embedding, style, "lstm", torch.device("cpu"))
     expected, _ = model(tokens, positions, styles=rows)
     logits, (h, c) = model(tokens[:, :1], positions[:, :1], styles=rows)
     stepper, state = _Stepper(model, rows), (list(h[:, 0]), list(c[:, 0]))

@@ -12,6 +12,7 @@ from torch.nn import functional as F
 from musegen_core import encoding
 from musegen_core.generate import continue_melody
 from musegen_core.models import checkpoint, registry
+from musegen_core.models.style import StyleMix, style_rows
 from musegen_core.models.transformer import (
     PRESETS,
     KVCache,
@@ -73,7 +74,7 @@ def test_rope_scores_depend_only_on_the_distance():
 @torch.inference_mode()
 def test_cached_steps_give_the_full_forward_logits(prefill, config):
     model, (tokens, positions) = model_of(config), inputs(1, 30)
-    rows = model._style_rows(1 if config.styles else None, torch.device("cpu"))
+    rows = style_rows(model.style_embedding, StyleMix(0, 1, 0.3) if config.styles else None, "transformer", "cpu")
     expected, _ = model(tokens, positions, rows)
     cache = KVCache(config, 1, torch.device("cpu"), torch.float32)
     parts = [model(tokens[:, :prefill], positions[:, :prefill], rows, cache)[0][0]]

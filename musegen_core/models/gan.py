@@ -28,7 +28,7 @@ from torch.nn import functional as F
 from musegen_core import encoding
 from musegen_core.models import sampling
 from musegen_core.models.config import StrictConfig
-from musegen_core.models.style import StyleEmbedding, check_unconditioned
+from musegen_core.models.style import Style, StyleEmbedding, style_rows
 
 FAMILY = "gan"
 BAR = 16  # steps per generated chunk: one bar of 4/4 or 2/2
@@ -110,7 +110,8 @@ class MelodyGAN(nn.Module):
         temperature: float = 1.0,
         top_p: float = 1.0,
         generator: torch.Generator | None = None,
-        style: int | None = None,
+        style: Style = None,
+        steering: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Sample `steps` tokens continuing `context`, chunk by chunk (a chunk starts at every bar line and after 16
         steps; see the module docstring), each conditioned on the 16 tokens before it.
@@ -121,31 +122,28 @@ class MelodyGAN(nn.Module):
             steps: number of tokens to sample.
             temperature, top_p: applied to each step's logits (see `models/sampling.py`).
             generator: seeded CPU generator for z and the token draws; same seed and inputs → same tokens.
-            style: index into `self.styles`, or None for any style.
+            style: index into `self.styles`, a `StyleMix` of two, or None for any style.
+            steering: (positions, vocab) logit biases by position in bar (`controls.steering_table`), or None.
 
         Returns:
             (steps,) int64 tokens on the CPU.
         """
         if len(positions) != len(context) + steps or len(context) < 1:
             raise ValueError(f"need ≥ 1 context token and len(context) + steps positions (received {len(positions)})")
-        rows = self._style_rows(style)
+        rows = style_rows(self.style_embedding, style, FAMILY, self.head.weight.device)
         history = torch.cat([torch.full((BAR,), encoding.REST, dtype=torch.int64), context.cpu()])
         device = self.head.weight.device
-        chosen = []
-        for length in chunk_lengths(positions[len(context) :].tolist()):
+        chosen, done = [], 0
+        generated = positions[len(context) :].tolist()
+        for length in chunk_lengths(generated):
             noise = torch.randn(1, self.config.noise_dim, generator=generator)
             logits = self(history[None, -BAR:].to(device), noise.to(device), rows)[0, :length].float().cpu()
-            logits = sampling.nucleus(sampling.apply_temperature(logits, temperature), top_p)
+            bias = None if steering is None else steering[generated[done : done + length]]
+            logits = sampling.shape(logits, temperature, top_p, bias)
             tokens = sampling.sample(logits, generator)
             chosen.append(tokens)
-            history = torch.cat([history, tokens])
+            history, done = torch.cat([history, tokens]), done + length
         return torch.cat(chosen) if chosen else torch.empty(0, dtype=torch.int64)
-
-    def _style_rows(self, style: int | None) -> torch.Tensor | None:
-        if self.style_embedding is None:
-            check_unconditioned(style, FAMILY)
-            return None
-        return torch.tensor([self.style_embedding.index(style)], device=self.head.weight.device)
 
 
 def chunk_lengths(positions: list[int]) -> list[int]:

@@ -20,7 +20,7 @@ from torch import nn
 from musegen_core import encoding
 from musegen_core.models import sampling
 from musegen_core.models.config import StrictConfig
-from musegen_core.models.style import StyleEmbedding, check_unconditioned
+from musegen_core.models.style import Style, StyleEmbedding, style_rows
 
 FAMILY = "lstm"
 
@@ -105,7 +105,8 @@ class MelodyLSTM(nn.Module):
         temperature: float = 1.0,
         top_p: float = 1.0,
         generator: torch.Generator | None = None,
-        style: int | None = None,
+        style: Style = None,
+        steering: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Sample `steps` tokens that continue `context` (call on a model in eval mode, as `load_checkpoint` gives).
 
@@ -115,7 +116,9 @@ class MelodyLSTM(nn.Module):
             steps: number of tokens to sample.
             temperature, top_p: see `sampling.apply_temperature` / `sampling.nucleus`.
             generator: seeded CPU generator; the same seed and inputs give the same tokens.
-            style: index into `self.styles`, or None for any style (the only choice without styles).
+            style: index into `self.styles`, a `StyleMix` of two, or None for any style (the only choice without
+                styles).
+            steering: (positions, vocab) logit biases by position in bar (`controls.steering_table`), or None.
 
         Returns:
             (steps,) int64 tokens on the CPU.
@@ -123,24 +126,18 @@ class MelodyLSTM(nn.Module):
         if len(positions) != len(context) + steps or len(context) < 1:
             raise ValueError(f"need ≥ 1 context token and len(context) + steps positions (received {len(positions)})")
         device = self.head.weight.device
-        rows = self._style_rows(style, device)
+        rows = style_rows(self.style_embedding, style, FAMILY, device)
         context, positions = context.to(device), positions.to(device)
         logits, (h, c) = self(context[None], positions[None, 1 : len(context) + 1], styles=rows)  # whole context
         stepper, state = _Stepper(self, rows), (list(h[:, 0]), list(c[:, 0]))
         chosen = torch.empty(steps, dtype=torch.int64)
         last = logits[0, -1]
         for step in range(steps):
-            chosen[step] = token = sampling.next_token(last, temperature, top_p, generator)
+            bias = sampling.steering_row(steering, int(positions[len(context) + step]))
+            chosen[step] = token = sampling.next_token(last, temperature, top_p, generator, bias)
             if step + 1 < steps:
                 last = stepper.step(token, int(positions[len(context) + step + 1]), state)
         return chosen
-
-    def _style_rows(self, style: int | None, device: torch.device) -> torch.Tensor | None:
-        """(1,) style row for `generate`, or None for a model without styles (which accepts only None)."""
-        if self.style_embedding is None:
-            check_unconditioned(style, FAMILY)
-            return None
-        return torch.tensor([self.style_embedding.index(style)], device=device)
 
 
 class _Stepper:

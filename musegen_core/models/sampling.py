@@ -37,7 +37,30 @@ def sample(logits: torch.Tensor, generator: torch.Generator | None = None) -> to
     return torch.multinomial(flat, 1, generator=generator).reshape(probabilities.shape[:-1])
 
 
-def next_token(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> int:
-    """One token drawn from one (vocab,) row of logits after temperature and nucleus filtering. Runs on the CPU
-    with the (CPU) `generator`, so a model on any device samples the same tokens for the same seed."""
-    return int(sample(nucleus(apply_temperature(logits.float().cpu(), temperature), top_p), generator))
+def shape(logits: torch.Tensor, temperature: float, top_p: float, steering: torch.Tensor | None = None) -> torch.Tensor:
+    """Temperature, then the steering biases (`controls.steering_table` rows, same shape as `logits`; None = none),
+    then nucleus filtering: the order every family samples in. Steering comes after temperature so a hard
+    constraint (−inf) and the size of a nudge do not depend on the temperature."""
+    logits = apply_temperature(logits, temperature)
+    if steering is not None:
+        logits = logits + steering
+    return nucleus(logits, top_p)
+
+
+def next_token(
+    logits: torch.Tensor,
+    temperature: float,
+    top_p: float,
+    generator: torch.Generator | None,
+    steering: torch.Tensor | None = None,
+) -> int:
+    """One token drawn from one (vocab,) row of logits after `shape`. Runs on the CPU with the (CPU) `generator`,
+    so a model on any device samples the same tokens for the same seed."""
+    return int(sample(shape(logits.float().cpu(), temperature, top_p, steering), generator))
+
+
+def steering_row(steering: torch.Tensor | None, position: int) -> torch.Tensor | None:
+    """Row `position` of a (positions, vocab) steering table (positions past its end share the last row)."""
+    if steering is None:
+        return None
+    return steering[min(int(position), len(steering) - 1)]

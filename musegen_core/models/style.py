@@ -3,12 +3,28 @@
 A style-conditioned model is trained with its tunes' style labels, except that a share of the sequences (style
 dropout, ~10 %) get the "any style" row instead, so the model also works without a style. A model with no styles has
 no table at all (its checkpoints hold no style weights), which keeps unconditioned checkpoints loading unchanged.
+
+A *mix* of two styles (`StyleMix`) conditions on the weighted sum of their two vectors.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
+
+
+@dataclass(frozen=True)
+class StyleMix:
+    """`(1 − weight)` of style `first` plus `weight` of style `second` (indices into a model's styles)."""
+
+    first: int
+    second: int
+    weight: float
+
+
+Style = int | StyleMix | None  # what `generate` accepts: a style index, a mix of two, or None for any style
 
 
 class StyleEmbedding(nn.Module):
@@ -32,14 +48,33 @@ class StyleEmbedding(nn.Module):
             raise ValueError(f"style must be None or within 0 and {len(self.styles) - 1} (received {style})")
         return int(style)
 
+    def rows(self, style: Style, device: torch.device) -> torch.Tensor:
+        """What `forward` reads for one sequence: a (1,) int64 row, or for a mix (1, rows) float weights."""
+        if not isinstance(style, StyleMix):
+            return torch.tensor([self.index(style)], device=device)
+        if not 0 <= style.weight <= 1:
+            raise ValueError(f"a style mix weight must be within 0 and 1 (received {style.weight})")
+        weights = torch.zeros(1, len(self.styles) + 1, device=device)
+        weights[0, self.index(style.first)] += 1 - style.weight
+        weights[0, self.index(style.second)] += style.weight
+        return weights
+
     def forward(self, rows: torch.Tensor | None, batch: int) -> torch.Tensor:
-        """(batch, dim) vectors for (batch,) int64 rows; None gives "any style" for the whole batch."""
+        """(batch, dim) vectors for (batch,) int64 rows or (batch, rows) float mixing weights (see `rows`); None
+        gives "any style" for the whole batch."""
         if rows is None:
             rows = torch.full((batch,), self.any_style, dtype=torch.int64, device=self.table.weight.device)
+        if rows.is_floating_point():
+            return rows.to(self.table.weight.dtype) @ self.table.weight
         return self.table(rows)
 
 
-def check_unconditioned(style: int | None, family: str) -> None:
-    """A model without styles accepts only `style=None`."""
-    if style is not None:
-        raise ValueError(f"this {family} model has no style conditioning (received style {style})")
+def style_rows(
+    embedding: StyleEmbedding | None, style: Style, family: str, device: torch.device
+) -> torch.Tensor | None:
+    """`embedding.rows(style)` for `generate`; a model without styles (no embedding) accepts only `style=None`."""
+    if embedding is None:
+        if style is not None:
+            raise ValueError(f"this {family} model has no style conditioning (received style {style})")
+        return None
+    return embedding.rows(style, device)

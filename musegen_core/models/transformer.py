@@ -29,7 +29,7 @@ from torch.nn import functional as F
 from musegen_core import encoding
 from musegen_core.models import sampling
 from musegen_core.models.config import StrictConfig
-from musegen_core.models.style import StyleEmbedding, check_unconditioned
+from musegen_core.models.style import Style, StyleEmbedding, style_rows
 
 FAMILY = "transformer"
 
@@ -225,7 +225,8 @@ class MelodyTransformer(nn.Module):
         temperature: float = 1.0,
         top_p: float = 1.0,
         generator: torch.Generator | None = None,
-        style: int | None = None,
+        style: Style = None,
+        steering: torch.Tensor | None = None,
         use_cache: bool = True,
     ) -> torch.Tensor:
         """Sample `steps` tokens that continue `context` (call on a model in eval mode, as `load_checkpoint` gives).
@@ -236,7 +237,9 @@ class MelodyTransformer(nn.Module):
             steps: number of tokens to sample.
             temperature, top_p: see `sampling.apply_temperature` / `sampling.nucleus`.
             generator: seeded CPU generator; the same seed and inputs give the same tokens.
-            style: index into `self.styles`, or None for any style (the only choice without styles).
+            style: index into `self.styles`, a `StyleMix` of two, or None for any style (the only choice without
+                styles).
+            steering: (positions, vocab) logit biases by position in bar (`controls.steering_table`), or None.
             use_cache: False re-reads the whole sequence every step (same tokens, ~6× slower: for tests/benches).
 
         Returns:
@@ -245,7 +248,7 @@ class MelodyTransformer(nn.Module):
         if len(positions) != len(context) + steps or len(context) < 1:
             raise ValueError(f"need ≥ 1 context token and len(context) + steps positions (received {len(positions)})")
         device, known = self.head.weight.device, len(context)
-        rows = self._style_rows(style, device)
+        rows = style_rows(self.style_embedding, style, FAMILY, device)
         tokens = torch.cat([context, torch.zeros(steps, dtype=torch.int64)]).to(device)
         positions = positions.to(device)
         cache = KVCache(self.config, 1, device, self.head.weight.dtype) if use_cache else None
@@ -253,20 +256,14 @@ class MelodyTransformer(nn.Module):
         last, stepper = logits[0, -1], _Stepper(self, rows) if use_cache else None
         chosen = torch.empty(steps, dtype=torch.int64)
         for step in range(steps):
-            chosen[step] = tokens[known] = token = sampling.next_token(last, temperature, top_p, generator)
+            bias = sampling.steering_row(steering, int(positions[known]))
+            chosen[step] = tokens[known] = token = sampling.next_token(last, temperature, top_p, generator, bias)
             known += 1
             if step + 1 < steps and stepper is not None:
                 last = stepper.step(token, int(positions[known]), cache)
             elif step + 1 < steps:  # no cache: read the whole sequence again
                 last = self(tokens[None, :known], positions[None, 1 : known + 1], rows)[0][0, -1]
         return chosen
-
-    def _style_rows(self, style: int | None, device: torch.device) -> torch.Tensor | None:
-        """(1,) style row for `generate`, or None for a model without styles (which accepts only None)."""
-        if self.style_embedding is None:
-            check_unconditioned(style, FAMILY)
-            return None
-        return torch.tensor([self.style_embedding.index(style)], device=device)
 
 
 class _Stepper:

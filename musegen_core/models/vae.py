@@ -24,12 +24,11 @@ from musegen_core import encoding
 from musegen_core.models import sampling
 from musegen_core.models.config import StrictConfig
 from musegen_core.models.lstm import _cell
-from musegen_core.models.style import StyleEmbedding, check_unconditioned
+from musegen_core.models.style import Style, StyleEmbedding, style_rows
 
 FAMILY = "vae"
 WINDOW = 32  # sixteenth steps per latent window
 START = encoding.VOCAB_SIZE  # decoder input before the first step (an extra embedding row)
-CONTINUE_NOISE = 0.8  # `generate`: next window's z = last window's μ + this × temperature × unit Gaussian
 
 
 @dataclass(frozen=True)
@@ -47,6 +46,15 @@ class VAEConfig(StrictConfig):
     dropout: float = 0.1  # on embeddings and before the head (training only)
     styles: tuple[str, ...] = ()  # decoder style conditioning, in index order; () = unconditioned
     style_dim: int = 16  # style embedding width (unused without styles)
+    # `generate`: each next window's z = the last window's μ + continue_noise × temperature × unit Gaussian. A
+    # sampling setting, not a weight: chosen per checkpoint on the *valid* split by `bench/vae_noise.py`.
+    continue_noise: float = 0.8
+
+    OPTIONAL_FIELDS = frozenset({"continue_noise"})  # checkpoints written before it was a field used 0.8
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.continue_noise <= 10.0:  # also refuses NaN
+            raise ValueError(f"continue_noise must be between 0 and 10 (received {self.continue_noise})")
 
 
 PRESETS = {
@@ -131,17 +139,23 @@ class MelodyVAE(nn.Module):
         temperature: float = 1.0,
         top_p: float = 1.0,
         generator: torch.Generator | None = None,
-        style: int | None = None,
+        style: Style = None,
         greedy: bool = False,
+        steering: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Decode one (latent,) z into (len(positions),) tokens, autoregressively (greedy = most likely token)."""
+        """Decode one (latent,) z into (len(positions),) tokens, autoregressively (greedy = most likely token after
+        steering; `style` and `steering` as in `generate`)."""
         device = self.head.weight.device
-        stepper = _Stepper(self, z.to(device), self._style_rows(style, device))
+        stepper = _Stepper(self, z.to(device), style_rows(self.style_embedding, style, FAMILY, device))
         chosen = torch.empty(len(positions), dtype=torch.int64)
         previous = START
         for step in range(len(positions)):
             row = stepper.step(previous, int(positions[step]))
-            previous = int(row.argmax()) if greedy else sampling.next_token(row, temperature, top_p, generator)
+            bias = sampling.steering_row(steering, int(positions[step]))
+            if greedy:
+                previous = int((row.float().cpu() + (0 if bias is None else bias)).argmax())
+            else:
+                previous = sampling.next_token(row, temperature, top_p, generator, bias)
             chosen[step] = previous
         return chosen
 
@@ -163,31 +177,25 @@ class MelodyVAE(nn.Module):
         temperature: float = 1.0,
         top_p: float = 1.0,
         generator: torch.Generator | None = None,
-        style: int | None = None,
+        style: Style = None,
+        steering: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Continue `context` by `steps` tokens, one WINDOW at a time: each window is decoded from the last
-        WINDOW steps' μ plus `CONTINUE_NOISE` × temperature × unit Gaussian (the same interface as
+        WINDOW steps' μ plus `config.continue_noise` × temperature × unit Gaussian (the same interface as
         `MelodyLSTM.generate`; call on a model in eval mode)."""
         if len(positions) != len(context) + steps or len(context) < 1:
             raise ValueError(f"need ≥ 1 context token and len(context) + steps positions (received {len(positions)})")
         tokens, done = context.clone(), 0
         while done < steps:
             mu, _ = self.latent_of(tokens[-WINDOW:], positions[len(tokens) - len(tokens[-WINDOW:]) : len(tokens)])
-            z = mu + CONTINUE_NOISE * temperature * torch.randn(mu.shape, generator=generator)
+            z = mu + self.config.continue_noise * temperature * torch.randn(mu.shape, generator=generator)
             size = min(WINDOW, steps - done)
             where = positions[len(tokens) : len(tokens) + size]
             window = self.sample_window(
-                z, where, temperature=temperature, top_p=top_p, generator=generator, style=style
+                z, where, temperature=temperature, top_p=top_p, generator=generator, style=style, steering=steering
             )
             tokens, done = torch.cat([tokens, window]), done + size
         return tokens[len(context) :]
-
-    def _style_rows(self, style: int | None, device: torch.device) -> torch.Tensor | None:
-        """(1,) style row, or None for a model without styles (which accepts only None)."""
-        if self.style_embedding is None:
-            check_unconditioned(style, FAMILY)
-            return None
-        return torch.tensor([self.style_embedding.index(style)], device=device)
 
 
 class _Stepper:

@@ -1,0 +1,243 @@
+"""The user's controls over generation: one object for every model family, and the logit steering behind them.
+
+`Controls` holds every knob a user can turn (style or a mix of two, mood, density, complexity, pitch range, key and
+mode, temperature, top-p, length, tempo, seed). It validates itself, so the CLI, the app and the API all refuse an
+absurd value with one clear `ControlError`.
+
+Most knobs are implemented by *steering*: an additive bias on the next-token logits that depends only on the token
+and on the step's position in the bar, so every family applies it the same way (`steering_table` builds a
+(positions, vocab) table; the models add row `position` to each step's logits after temperature, before top-p):
+
+- **density** d ∈ [−1, 1]: every NOTE_ON token gets `DENSITY_NATS · d` — more or fewer note onsets per bar.
+- **complexity** c ∈ [−1, 1]: NOTE_ON off the beat gets `COMPLEXITY_NATS · c`, on the beat `−½ COMPLEXITY_NATS · c`
+  — more or fewer syncopated onsets.
+- **pitch range** [low, high]: NOTE_ON outside it is forbidden (−inf).
+- **key and mode** with **scale pull** s ∈ [0, 1]: NOTE_ON outside the scale gets `−SCALE_NATS · s`; s = 1 forbids
+  it (notes kept in the scale).
+- **mood** = valence v (sad −1 … happy +1) and energy e (calm −1 … energetic +1), named presets in `MOODS`: v pulls
+  towards the major (v > 0) or minor (v < 0) third, sixth and seventh of the tonic (`VALENCE_NATS · v`); e adds
+  `ENERGY_NATS · e` to every NOTE_ON and, unless a tempo is set, scales the tempo by `1 + TEMPO_PER_ENERGY · e`.
+
+Style and style mixes are conditioning (the models' style embeddings, mixed by weight); temperature and top-p act on
+the sampling distribution; bars, tempo and seed shape the request. `honoured_controls` says which knobs a model
+honours; the UI disables the others.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+import torch
+
+from musegen_core import encoding
+from musegen_core.errors import ControlError
+from musegen_core.music import PITCH_NAMES, Key, Piece
+
+MAX_BARS = 64
+TEMPERATURE_RANGE = (0.05, 5.0)
+MAX_SEED = 2**31 - 1
+TEMPO_RANGE = (20.0, 300.0)
+MIN_RANGE_SEMITONES = 5  # narrower leaves little to choose from; any 5-semitone span holds a note of every scale
+
+DENSITY_NATS = 2.5
+COMPLEXITY_NATS = 2.5
+SCALE_NATS = 6.0  # scale pull 1 forbids out-of-scale notes outright; below 1 it is this many nats per unit pull
+VALENCE_NATS = 2.5
+ENERGY_NATS = 1.5
+TEMPO_PER_ENERGY = 0.2
+
+SCALES = {  # semitones above the tonic
+    "major": (0, 2, 4, 5, 7, 9, 11),
+    "minor": (0, 2, 3, 5, 7, 8, 10),
+    "dorian": (0, 2, 3, 5, 7, 9, 10),
+    "mixolydian": (0, 2, 4, 5, 7, 9, 10),
+    "major pentatonic": (0, 2, 4, 7, 9),
+    "minor pentatonic": (0, 3, 5, 7, 10),
+}
+MAJOR_DEGREES = (4, 9, 11)  # major third, sixth, seventh: what makes a tune sound major
+MINOR_DEGREES = (3, 8, 10)
+MOODS = {"happy": (1.0, 0.5), "sad": (-1.0, -0.5), "calm": (0.0, -1.0), "energetic": (0.5, 1.0)}  # (valence, energy)
+
+STEERING = ("density", "complexity", "pitch_range", "key_mode", "mood")
+ALL_CONTROLS = ("style", "style_mix", *STEERING, "temperature", "top_p", "bars", "tempo", "seed")
+
+
+@dataclass(frozen=True)
+class Controls:
+    """Everything a user can ask of one generation. Defaults leave the model alone (no steering)."""
+
+    bars: int = 8  # bars to generate, 1–64
+    temperature: float = 1.0  # 0.05–5: lower = safer
+    top_p: float = 1.0  # nucleus mass in (0, 1]; 1 = off
+    seed: int = 0  # 0 … 2**31 − 1
+    style: str | None = None  # one of the model's styles; None = any
+    mix_style: str | None = None  # a second style to blend in …
+    mix: float = 0.0  # … with this weight (0 = only `style`, 1 = only `mix_style`)
+    density: float = 0.0  # −1 sparser … +1 busier
+    complexity: float = 0.0  # −1 plainer rhythm … +1 more syncopated
+    low: int = encoding.MIN_PITCH  # lowest MIDI pitch a new note may have
+    high: int = encoding.MAX_PITCH  # highest
+    key: str | None = None  # tonic name ("C", "F#", "Bb" …); None = the prime's key
+    mode: str | None = None  # one of SCALES; None = the prime's mode
+    scale_pull: float = 0.0  # 0 = no pull … 1 = every new note in the scale
+    valence: float = 0.0  # −1 sad … +1 happy (see MOODS)
+    energy: float = 0.0  # −1 calm … +1 energetic
+    tempo_bpm: float | None = None  # None = the prime's tempo (scaled by energy)
+
+    def __post_init__(self) -> None:
+        check_whole("bars", self.bars, 1, MAX_BARS)
+        check_whole("seed", self.seed, 0, MAX_SEED)
+        check_real("temperature", self.temperature, *TEMPERATURE_RANGE)
+        check_real("top_p", self.top_p, 0.0, 1.0)
+        if self.top_p == 0:
+            raise ControlError(f"top_p must be above 0 (received {self.top_p!r})")
+        for name in ("density", "complexity", "valence", "energy"):
+            check_real(name, getattr(self, name), -1.0, 1.0)
+        for name in ("mix", "scale_pull"):
+            check_real(name, getattr(self, name), 0.0, 1.0)
+        check_whole("low", self.low, encoding.MIN_PITCH, encoding.MAX_PITCH)
+        check_whole("high", self.high, encoding.MIN_PITCH, encoding.MAX_PITCH)
+        if self.high - self.low < MIN_RANGE_SEMITONES:
+            raise ControlError(
+                f"the pitch range must span at least {MIN_RANGE_SEMITONES} semitones (received {self.low}–{self.high})"
+            )
+        if self.key is not None and self.key not in PITCH_NAMES:
+            raise ControlError(f"key must be one of {list(PITCH_NAMES)} (received {self.key!r})")
+        if self.mode is not None and self.mode not in SCALES:
+            raise ControlError(f"mode must be one of {list(SCALES)} (received {self.mode!r})")
+        if self.tempo_bpm is not None:
+            check_real("tempo_bpm", self.tempo_bpm, *TEMPO_RANGE)
+        if self.mix > 0 and (self.style is None or self.mix_style is None):
+            raise ControlError("a style mix needs both a style and a second style to blend in")
+
+    @classmethod
+    def with_mood(cls, mood: str, **values: object) -> Controls:
+        """Controls with a named mood's valence and energy (see `MOODS`)."""
+        if mood not in MOODS:
+            raise ControlError(f"mood must be one of {list(MOODS)} (received {mood!r})")
+        valence, energy = MOODS[mood]
+        return cls(**{"valence": valence, "energy": energy, **values})
+
+    def as_dict(self) -> dict:
+        """JSON-ready values (what a rating stores)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Controls:
+        """Controls from a mapping (CLI, URL, API); unknown names are refused."""
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ControlError(f"unknown controls: {sorted(unknown)}")
+        return cls(**values)
+
+    def steered(self) -> tuple[str, ...]:
+        """The steering knobs this object actually turns (names from `STEERING`)."""
+        turned = {
+            "density": self.density != 0,
+            "complexity": self.complexity != 0,
+            "pitch_range": (self.low, self.high) != (encoding.MIN_PITCH, encoding.MAX_PITCH),
+            "key_mode": self.scale_pull > 0,
+            "mood": self.valence != 0 or self.energy != 0,
+        }
+        return tuple(name for name in STEERING if turned[name])
+
+
+def check_whole(name: str, value: object, low: int, high: int) -> None:
+    whole = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if not (whole and low <= value <= high):
+        raise ControlError(f"{name} must be a whole number within {low} and {high} (received {value!r})")
+
+
+def check_real(name: str, value: object, low: float, high: float) -> None:
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not (real and math.isfinite(value) and low <= value <= high):
+        raise ControlError(f"{name} must be a number within {low:g} and {high:g} (received {value!r})")
+
+
+def honoured_controls(family: str, styles: tuple[str, ...]) -> dict[str, str]:
+    """Controls a model does NOT honour, each with why (for the UI's disabled widgets and tooltips); every family
+    honours steering, temperature, top-p, length, tempo and seed, since all of them sample tokens step by step or
+    chunk by chunk through the same steering table."""
+    refused = {}
+    if not styles:
+        why = f"this {family} model was trained without style labels"
+        refused = {"style": why, "style_mix": why}
+    return refused
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Key of a melody and the steering table.
+
+# Krumhansl–Kessler key profiles (probe-tone ratings), tonic first. Hand-written rather than music21's analyser
+# because it runs on every generation and in benches over thousands of takes, where building a music21 stream
+# per melody costs far more than this dot product.
+_MAJOR_PROFILE = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
+_MINOR_PROFILE = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
+
+
+def estimate_key(pitches: np.ndarray, weights: np.ndarray | None = None) -> Key:
+    """The major or minor key whose Krumhansl–Kessler profile best correlates with the duration-weighted
+    pitch-class histogram (C major for no notes)."""
+    histogram = np.bincount(np.asarray(pitches, dtype=np.int64) % 12, weights=weights, minlength=12)[:12]
+    if histogram.sum() == 0 or np.all(histogram == histogram[0]):
+        return Key(0, "major")
+    best, best_score = Key(0, "major"), -np.inf
+    for mode, profile in (("major", _MAJOR_PROFILE), ("minor", _MINOR_PROFILE)):
+        for tonic in range(12):
+            score = np.corrcoef(histogram, np.roll(profile, tonic))[0, 1]
+            if score > best_score:
+                best, best_score = Key(tonic, mode), score
+    return best
+
+
+def key_of(piece: Piece) -> Key:
+    """The piece's written key, else the key estimated from its notes."""
+    if piece.key is not None:
+        return piece.key
+    notes = [note for part in piece.parts for note in part.notes]
+    return estimate_key(np.array([n.pitch for n in notes]), np.array([n.duration_beats for n in notes]))
+
+
+def target_scale(controls: Controls, prime_key: Key) -> tuple[int, tuple[int, ...]]:
+    """(tonic pitch class, scale degrees) the key/mode and mood controls refer to: the asked key and mode, each
+    falling back to the prime's."""
+    tonic = PITCH_NAMES.index(controls.key) if controls.key is not None else prime_key.tonic_pc
+    return tonic, SCALES[controls.mode or prime_key.mode]
+
+
+def steering_table(controls: Controls, bar_steps: int, beat_steps: int, prime_key: Key) -> torch.Tensor | None:
+    """(encoding.MAX_BAR_STEPS, VOCAB_SIZE) float32 logit biases by position in bar and token, or None when no
+    steering knob is turned (so unsteered sampling stays exactly as before). `beat_steps` is the meter's beat in
+    sixteenths (4 in 4/4, 6 in 6/8)."""
+    if not controls.steered():
+        return None
+    table = torch.zeros(encoding.MAX_BAR_STEPS, encoding.VOCAB_SIZE)
+    pitches = torch.arange(encoding.MIN_PITCH, encoding.MAX_PITCH + 1)
+    notes = slice(encoding.NOTE_ON, encoding.VOCAB_SIZE)
+    on_beat = torch.tensor([position % beat_steps == 0 for position in range(encoding.MAX_BAR_STEPS)])
+    off_beat = (~on_beat).float() - 0.5 * on_beat.float()
+    table[:, notes] += DENSITY_NATS * controls.density + ENERGY_NATS * controls.energy
+    table[:, notes] += (COMPLEXITY_NATS * controls.complexity * off_beat)[:, None]
+    tonic, scale = target_scale(controls, prime_key)
+    degrees = (pitches - tonic) % 12
+    valence = torch.zeros(len(pitches))
+    valence[torch.isin(degrees, torch.tensor(MAJOR_DEGREES))] = VALENCE_NATS * controls.valence
+    valence[torch.isin(degrees, torch.tensor(MINOR_DEGREES))] = -VALENCE_NATS * controls.valence
+    table[:, notes] += valence
+    outside_scale = ~torch.isin(degrees, torch.tensor(scale))
+    penalty = math.inf if controls.scale_pull >= 1 else SCALE_NATS * controls.scale_pull
+    table[:, notes] -= torch.where(outside_scale, penalty, 0.0)
+    outside_range = (pitches < controls.low) | (pitches > controls.high)
+    table[:, notes] = table[:, notes].masked_fill(outside_range, -math.inf)
+    return table
+
+
+def steered_tempo(controls: Controls, prime_tempo: float) -> float:
+    """The take's tempo: the asked one, else the prime's scaled by energy (kept within the allowed tempi)."""
+    if controls.tempo_bpm is not None:
+        return float(controls.tempo_bpm)
+    low, high = TEMPO_RANGE
+    return float(min(high, max(low, prime_tempo * (1 + TEMPO_PER_ENERGY * controls.energy))))
