@@ -8,11 +8,14 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from musegen_core.errors import FormatError, MusegenError
 from musegen_core.formats import MusicFile, default_melody_part, open_music_file
 from musegen_core.music import Piece
+
+if TYPE_CHECKING:
+    from musegen_core.controls import Controls
 
 log = logging.getLogger("musegen")
 
@@ -40,14 +43,12 @@ def _parser() -> argparse.ArgumentParser:
 
     generate = commands.add_parser("generate", help="continue a melody with a trained model")
     generate.add_argument("file", type=Path)
-    generate.add_argument("--bars", type=int, default=8)
-    generate.add_argument("--temperature", type=float, default=1.0)
-    generate.add_argument("--top-p", type=float, default=1.0)
-    generate.add_argument("--seed", type=int, default=0)
     generate.add_argument(
-        "--model", default=None, help="installed model name, or a family (lstm, transformer) for its promoted model"
+        "--model",
+        default=None,
+        help="installed model name, or a family (lstm, transformer, vae, gan) for its promoted model",
     )
-    generate.add_argument("--style", default=None, help="style for style-conditioned models (default: any style)")
+    _add_control_arguments(generate)
     generate.add_argument("--tune", type=int, default=0, help="tune index in a multi-tune ABC file")
     generate.add_argument("--part", type=int, default=None, help="melody track index (default: best guess)")
     generate.add_argument("--out", type=Path, required=True, help="MIDI file to write (prime + continuation)")
@@ -74,6 +75,47 @@ def _parser() -> argparse.ArgumentParser:
     train.add_arguments(train_parser)
     train_parser.set_defaults(run=train.run)
     return parser
+
+
+def _add_control_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per field of `controls.Controls` (defaults: the object's), plus --mood and --in-scale."""
+    from musegen_core.controls import MOODS, SCALES
+
+    add = parser.add_argument
+    add("--bars", type=int, default=8, help="bars to generate (1–64)")
+    add("--temperature", type=float, default=1.0, help="0.05–5: lower is safer, higher is wilder")
+    add("--top-p", type=float, default=1.0, help="nucleus sampling mass in (0, 1]; 1 = off")
+    add("--seed", type=int, default=0, help="the same seed and settings give the same take")
+    add("--style", default=None, help="style for style-conditioned models (default: any style)")
+    add("--mix-style", default=None, help="a second style to blend in (with --mix)")
+    add("--mix", type=float, default=0.0, help="weight of --mix-style, 0–1")
+    add("--mood", choices=sorted(MOODS), default=None, help="sets --valence and --energy (which then fine-tune it)")
+    add("--valence", type=float, default=None, help="-1 sad … +1 happy")
+    add("--energy", type=float, default=None, help="-1 calm … +1 energetic")
+    add("--density", type=float, default=0.0, help="-1 sparser … +1 busier")
+    add("--complexity", type=float, default=0.0, help="-1 plainer … +1 more syncopated rhythm")
+    add("--low", type=int, default=None, help="lowest MIDI pitch of new notes (43–96)")
+    add("--high", type=int, default=None, help="highest MIDI pitch of new notes (43–96)")
+    add("--key", default=None, help="tonic, e.g. D or Bb (default: the melody's key)")
+    add("--mode", choices=sorted(SCALES), default=None, help="scale (default: the melody's mode)")
+    add("--scale-pull", type=float, default=0.0, help="0 free … 1 every new note in the key's scale")
+    add("--in-scale", action="store_true", help="same as --scale-pull 1")
+    add("--tempo", type=float, default=None, help="bpm of the result (default: the melody's)")
+
+
+def _controls(args: argparse.Namespace) -> Controls:
+    """The `Controls` the flags ask for (a `ControlError` for absurd values)."""
+    from musegen_core.controls import Controls
+
+    values = {
+        "bars": args.bars, "temperature": args.temperature, "top_p": args.top_p, "seed": args.seed,
+        "style": args.style, "mix_style": args.mix_style, "mix": args.mix, "density": args.density,
+        "complexity": args.complexity, "key": args.key, "mode": args.mode, "tempo_bpm": args.tempo,
+        "scale_pull": 1.0 if args.in_scale else args.scale_pull,
+    }  # fmt: skip
+    optional = {"low": args.low, "high": args.high, "valence": args.valence, "energy": args.energy}
+    values.update({name: value for name, value in optional.items() if value is not None})
+    return Controls.with_mood(args.mood, **values) if args.mood else Controls(**values)
 
 
 def _read(path: Path) -> bytes:
@@ -124,10 +166,8 @@ def _generate(args: argparse.Namespace) -> int:
     part = default_melody_part(piece) if args.part is None else args.part
     if not 0 <= part < len(piece.parts):
         raise FormatError(f"--part must be within 0 and {len(piece.parts) - 1} (received {part}).")
-    result = continue_melody(
-        load_model(args.model or default_model_name() or ""), piece, part_index=part, bars=args.bars,
-        temperature=args.temperature, top_p=args.top_p, seed=args.seed, style=args.style,
-    )  # fmt: skip
+    controls = _controls(args)
+    result = continue_melody(load_model(args.model or default_model_name() or ""), piece, controls, part_index=part)
     args.out.write_bytes(piece_to_midi(result.joined()))
     print(f"wrote {args.out} ({len(result.generated.parts[0].notes)} new notes over {args.bars} bars)")
     if args.wav:

@@ -86,7 +86,15 @@ def test_generate_writes_midi_and_wav_and_is_reproducible(waltz_mid: Path, tmp_p
 @has_model
 @pytest.mark.parametrize(
     ("option", "value", "message"),
-    [("--bars", "0", "bars must be"), ("--temperature", "99", "temperature must be"), ("--seed", "-4", "seed must")],
+    [
+        ("--bars", "0", "bars must be"),
+        ("--temperature", "99", "temperature must be"),
+        ("--seed", "-4", "seed must"),
+        ("--density", "5", "density must be a number within -1 and 1"),
+        ("--key", "Q", "key must be one of"),
+        ("--low", "93", "pitch range must span at least"),
+        ("--tempo", "nan", "tempo_bpm must be"),
+    ],
 )
 def test_generate_refuses_absurd_controls(
     waltz_mid: Path, tmp_path: Path, option: str, value: str, message: str
@@ -109,6 +117,22 @@ def test_train_is_wired_into_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert done.returncode == 0, done.stderr
     config = json.loads((out / "config.json").read_text())
     assert config["training"]["command"].startswith("musegen train ")
+
+
+@has_model
+def test_generate_takes_every_control_as_a_flag(waltz_mid: Path, tmp_path: Path) -> None:
+    out = tmp_path / "steered.mid"
+    flags = ["--mood", "sad", "--energy", "0.2", "--density", "0.5", "--complexity", "-0.5", "--key", "D"]
+    flags += ["--mode", "minor", "--in-scale", "--low", "62", "--high", "79", "--tempo", "90", "--top-p", "0.95"]
+    flags += ["--style", "irish", "--mix-style", "german_folk", "--mix", "0.3", "--bars", "4"]
+    done = musegen("generate", waltz_mid, *flags, "--out", out)
+    assert done.returncode == 0, done.stderr
+    result = load_piece(out.read_bytes(), out.name)
+    new = [n for n in result.parts[0].notes if n.start_beats >= 9]  # after the waltz's three bars
+    assert new and all(62 <= n.pitch <= 79 and (n.pitch - 2) % 12 in (0, 2, 3, 5, 7, 8, 10) for n in new)
+    assert result.tempo_bpm == 90
+    unknown = musegen("generate", waltz_mid, "--mood", "grumpy", "--out", tmp_path / "x.mid")
+    assert unknown.returncode == 2 and "invalid choice: 'grumpy'" in unknown.stderr
 
 
 @has_model
