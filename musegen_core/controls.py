@@ -19,7 +19,7 @@ and on the step's position in the bar, so every family applies it the same way (
   `ENERGY_NATS · e` to every NOTE_ON and, unless a tempo is set, scales the tempo by `1 + TEMPO_PER_ENERGY · e`.
 
 Style and style mixes are conditioning (the models' style embeddings, mixed by weight); temperature and top-p act on
-the sampling distribution; bars, tempo and seed shape the request. `honoured_controls` says which knobs a model
+the sampling distribution; bars, tempo and seed shape the request. `refused_controls` says which knobs a model
 honours; the UI disables the others.
 """
 
@@ -145,6 +145,35 @@ class Controls:
         return tuple(name for name in STEERING if turned[name])
 
 
+def controls_from_strings(values: dict[str, str]) -> Controls:
+    """Controls from text (a URL's query string): each value read as its field's type; `mood` names a preset.
+
+    Raises:
+        ControlError: an unknown name, a value that is not of its field's type, or an out-of-range value.
+    """
+    values = dict(values)
+    mood = values.pop("mood", None)
+    types = {f.name: f.type for f in fields(Controls)}
+    unknown = set(values) - set(types)
+    if unknown:
+        raise ControlError(f"unknown controls: {sorted(unknown)}")
+    typed = {name: _parsed(name, text, types[name]) for name, text in values.items()}
+    return Controls.with_mood(mood, **typed) if mood else Controls(**typed)
+
+
+def _parsed(name: str, text: str, annotation: str) -> object:
+    """One text value as the type its `Controls` annotation names (`int`, `float`, `str`, or one of them | None)."""
+    if "int" in annotation or "float" in annotation:
+        kind = int if "int" in annotation else float
+        try:
+            return kind(text)
+        except ValueError:
+            raise ControlError(
+                f"{name} must be a {'whole ' if kind is int else ''}number (received {text!r})"
+            ) from None
+    return text
+
+
 def check_whole(name: str, value: object, low: int, high: int) -> None:
     whole = isinstance(value, numbers.Integral) and not isinstance(value, bool)
     if not (whole and low <= value <= high):
@@ -157,8 +186,8 @@ def check_real(name: str, value: object, low: float, high: float) -> None:
         raise ControlError(f"{name} must be a number within {low:g} and {high:g} (received {value!r})")
 
 
-def honoured_controls(family: str, styles: tuple[str, ...]) -> dict[str, str]:
-    """Controls a model does NOT honour, each with why (for the UI's disabled widgets and tooltips); every family
+def refused_controls(family: str, styles: tuple[str, ...]) -> dict[str, str]:
+    """Controls a model does NOT honour, each with why (for the UI's disabled widgets and tooltips). Every family
     honours steering, temperature, top-p, length, tempo and seed, since all of them sample tokens step by step or
     chunk by chunk through the same steering table."""
     refused = {}

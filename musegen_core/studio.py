@@ -9,6 +9,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from musegen_core.controls import Controls
 from musegen_core.feedback import Rating
 from musegen_core.formats.midi import piece_to_midi
 from musegen_core.generate import Continuation, continue_melody, interpolate, variations
@@ -24,7 +25,7 @@ class Take:
     continuation: Continuation
     model: ModelInfo
     seed: int
-    controls: dict[str, Any]  # bars, temperature, top_p, style, part_index, tune_index
+    controls: dict[str, Any]  # every field of `Controls`, plus part_index and tune_index
     prime_name: str
 
     @property
@@ -48,29 +49,16 @@ def make_take(
     model: Any,
     info: ModelInfo,
     prime: Piece,
+    controls: Controls,
     *,
     prime_name: str,
-    seed: int,
-    bars: int,
-    temperature: float,
-    top_p: float = 1.0,
-    style: str | None = None,
     part_index: int = 0,
     tune_index: int = 0,
 ) -> Take:
-    """Continue the chosen part of `prime` with `model`; raises `ControlError` for out-of-range controls."""
-    continuation = continue_melody(
-        model, prime, part_index=part_index, bars=bars, temperature=temperature, seed=seed, top_p=top_p, style=style
-    )
-    controls = {
-        "bars": bars,
-        "temperature": temperature,
-        "top_p": top_p,
-        "style": style,
-        "part_index": part_index,
-        "tune_index": tune_index,
-    }
-    return Take(number, continuation, info, seed, controls, prime_name)
+    """Continue the chosen part of `prime` with `model` under `controls`."""
+    continuation = continue_melody(model, prime, controls, part_index=part_index)
+    settings = {**controls.as_dict(), "part_index": part_index, "tune_index": tune_index}
+    return Take(number, continuation, info, controls.seed, settings, prime_name)
 
 
 def rating_for(take: Take, stars: int, comment: str = "") -> Rating:

@@ -14,6 +14,7 @@ from typing import Any
 
 import streamlit as st
 
+from musegen_core.controls import Controls, controls_from_strings
 from musegen_core.errors import MusegenError
 from musegen_core.feedback import FeedbackStore
 from musegen_core.feedback.store import default_db_url
@@ -66,6 +67,16 @@ def music_file(data: bytes, filename: str) -> MusicFile:
 @st.cache_data(show_spinner="Reading the tune…", max_entries=32)
 def load_tune(data: bytes, filename: str, tune_index: int) -> Piece:
     return open_music_file(data, filename).load(tune_index)
+
+
+def url_controls() -> Controls:
+    """Controls preset by the address bar (`?density=0.5&mood=happy&seed=3`); absurd values are reported once and
+    the defaults used instead."""
+    try:
+        return controls_from_strings(dict(st.query_params))
+    except MusegenError as exc:
+        st.warning(f"Ignoring the settings in the address: {exc}")
+        return Controls()
 
 
 @contextmanager

@@ -6,10 +6,12 @@ from __future__ import annotations
 import streamlit as st
 
 from musegen_core import ui
+from musegen_core.controls import MOODS, SCALES, Controls, key_of, refused_controls
+from musegen_core.encoding import MAX_PITCH, MIN_PITCH
 from musegen_core.formats import UPLOAD_EXTENSIONS, default_melody_part, describe_part
 from musegen_core.formats.midi import piece_to_midi
 from musegen_core.models.registry import ModelInfo
-from musegen_core.music import Piece
+from musegen_core.music import PITCH_NAMES, Piece, pitch_name
 from musegen_core.render.pianoroll import PRIME_COLOR, TAKE_COLOR, RollLayer, piano_roll, set_layers
 from musegen_core.studio import (
     LatentTakes,
@@ -24,6 +26,11 @@ MAX_SEED = 2**31 - 1
 ANY_STYLE = "any style"
 CONTINUE, VARIATIONS, INTERPOLATE = "Continue", "Variations", "Interpolate"
 LATENT_MODES = {VARIATIONS: "variations", INTERPOLATE: "interpolation"}  # page mode → `LatentTakes.mode`
+NO_MOOD = "no particular mood"
+PITCHES = list(range(MIN_PITCH, MAX_PITCH + 1))
+COMPLEXITY_HELP = "−1 notes on the beat … +1 more syncopation (notes between the beats)."
+SCALE_HELP = "0: free. 1: every new note in the key's scale (Key and Mode above)."
+TOP_P_HELP = "Sample only from the likeliest notes that make up this share of the probability (1 = all)."
 MODE_HELP = (
     "Continue: add bars after your melody. Variations: new takes on your melody's first bars, as close or as far "
     "as the distance slider says. Interpolate: a path of melodies from yours to a second one."
@@ -90,22 +97,53 @@ def style_picker(info: ModelInfo) -> str | None:
     return None if style == ANY_STYLE else style
 
 
-def seed_input() -> int:
-    return int(st.number_input("Seed", 0, MAX_SEED, 0, help="Same seed and settings → the same result."))
+def seed_input(default: int = 0) -> int:
+    return int(st.number_input("Seed", 0, MAX_SEED, default, help="Same seed and settings → the same result."))
 
 
 def continue_form(state: ui.ComposeState, info: ModelInfo, piece: Piece, name: str, tune: int, part: int) -> None:
+    asked = ui.url_controls()  # ?density=0.5&mood=happy… in the address bar presets the form
+    refused = refused_controls(info.family, info.styles)
+    melody_key = key_of(piece.only_part(part))
     with st.form("generate"):
-        style = style_picker(info)
-        bars = st.slider("Bars to add", 1, 32, 8)
-        temperature = st.slider("Temperature", 0.1, 2.0, 1.0, 0.05, help="Lower: safer, more repetitive.")
-        seed = seed_input()
+        left, middle, right = st.columns(3)
+        with left:
+            style = style_picker(info)
+        mix_style = middle.selectbox(
+            "Blend with", [None, *info.styles], format_func=lambda s: "—" if s is None else s.replace("_", " "),
+            disabled="style_mix" in refused, help=refused.get("style_mix", "A second style to mix in."),
+        )  # fmt: skip
+        mix = right.slider("Blend", 0.0, 1.0, asked.mix, 0.05, disabled="style_mix" in refused, help="0: only Style.")
+        mood = left.selectbox("Mood", [NO_MOOD, *MOODS], help="Happy/sad pull towards major/minor; calm/energetic "
+                              "change how busy and how fast it is.")  # fmt: skip
+        density = middle.slider("Note density", -1.0, 1.0, asked.density, 0.1, help="−1 sparser … +1 busier.")
+        complexity = right.slider("Rhythmic complexity", -1.0, 1.0, asked.complexity, 0.1, help=COMPLEXITY_HELP)
+        key = left.selectbox(
+            "Key", [None, *PITCH_NAMES], format_func=lambda k: f"melody's ({melody_key.name})" if k is None else k
+        )
+        mode = middle.selectbox("Mode", [None, *SCALES], format_func=lambda m: "melody's" if m is None else m)
+        scale_pull = right.slider("Stay in key", 0.0, 1.0, asked.scale_pull, 0.1, help=SCALE_HELP)
+        low, high = st.select_slider(
+            "Pitch range of new notes", options=PITCHES, value=(asked.low, asked.high), format_func=pitch_name
+        )
+        bars = left.slider("Bars to add", 1, 32, min(asked.bars, 32))
+        temperature = middle.slider("Temperature", 0.1, 2.0, asked.temperature, 0.05, help="Lower: safer.")
+        top_p = right.slider("Top-p", 0.5, 1.0, max(asked.top_p, 0.5), 0.01, help=TOP_P_HELP)
+        tempo = left.number_input("Tempo (bpm)", 20.0, 300.0, asked.tempo_bpm, placeholder=f"{piece.tempo_bpm:g}")
+        with middle:
+            seed = seed_input(asked.seed)
         submitted = st.form_submit_button("Generate", type="primary")
     if submitted:
+        values = dict(
+            bars=bars, temperature=temperature, top_p=top_p, seed=seed, style=style, mix_style=mix_style,
+            mix=mix if mix_style else 0.0, density=density, complexity=complexity, low=low, high=high, key=key,
+            mode=mode, scale_pull=scale_pull, tempo_bpm=tempo,
+        )  # fmt: skip
+        controls = Controls.with_mood(mood, **values) if mood != NO_MOOD else Controls(**values)
         state.takes_made += 1
         state.take = make_take(
-            state.takes_made, ui.model(info.name), info, piece, prime_name=name, seed=seed, bars=bars,
-            temperature=temperature, style=style, part_index=part, tune_index=tune,
+            state.takes_made, ui.model(info.name), info, piece, controls, prime_name=name, part_index=part,
+            tune_index=tune,
         )  # fmt: skip
 
 

@@ -32,6 +32,10 @@ def _button(at: AppTest, label: str):
     return next(b for b in at.button if b.label == label)
 
 
+def _labelled(widgets, label: str):
+    return next(w for w in widgets if w.label == label)
+
+
 def test_first_screen_asks_for_a_melody(app: AppTest) -> None:
     assert not app.exception
     assert app.title[0].value == "Compose"
@@ -43,7 +47,7 @@ def test_upload_generate_rate_is_stored(app: AppTest, tmp_path: Path) -> None:
     assert not app.exception and not app.error
     assert len(app.get("plotly_chart")) == 1 and len(app.get("audio")) == 1
 
-    app.slider[0].set_value(4)  # bars
+    _labelled(app.slider, "Bars to add").set_value(4)
     _button(app, "Generate").click().run()
     assert not app.exception and not app.error
     assert len(app.get("plotly_chart")) == 2  # the prime, then prime + continuation
@@ -70,7 +74,7 @@ def test_same_seed_gives_the_same_take_in_the_app(app: AppTest) -> None:
     first = app.session_state["compose"].take.continuation.generated
     _button(app, "Generate").click().run()
     assert app.session_state["compose"].take.continuation.generated == first
-    app.number_input[0].set_value(1)
+    _labelled(app.number_input, "Seed").set_value(1)
     _button(app, "Generate").click().run()
     assert app.session_state["compose"].take.continuation.generated != first
 
@@ -182,3 +186,42 @@ def test_vae_interpolation_goes_from_a_to_b(app: AppTest) -> None:
 def test_continue_only_models_offer_no_latent_modes(app: AppTest) -> None:
     app.file_uploader[0].upload("tune.mid", _melody_midi(), "audio/midi").run()
     assert not [r for r in app.radio if r.label == "Mode"]  # lstm-folk, the default
+
+
+def test_every_control_reaches_the_take_and_the_music(app: AppTest) -> None:
+    app.file_uploader[0].upload("tune.mid", _melody_midi(), "audio/midi").run()
+    _labelled(app.selectbox, "Mood").set_value("sad")
+    _labelled(app.selectbox, "Key").set_value("D")
+    _labelled(app.selectbox, "Mode").set_value("minor")
+    _labelled(app.slider, "Stay in key").set_value(1.0)
+    _labelled(app.select_slider, "Pitch range of new notes").set_value((62, 79))
+    _labelled(app.slider, "Note density").set_value(0.5)
+    _labelled(app.slider, "Rhythmic complexity").set_value(-0.4)
+    _labelled(app.selectbox, "Style").set_value("irish")
+    _labelled(app.selectbox, "Blend with").set_value("german_folk")
+    _labelled(app.slider, "Blend").set_value(0.25)
+    _labelled(app.number_input, "Tempo (bpm)").set_value(90.0)
+    _button(app, "Generate").click().run()
+    assert not app.exception and not app.error
+    take = app.session_state["compose"].take
+    expected = {"valence": -1.0, "energy": -0.5, "key": "D", "mode": "minor", "scale_pull": 1.0, "low": 62, "high": 79}
+    expected |= {"density": 0.5, "complexity": -0.4, "style": "irish", "mix_style": "german_folk", "mix": 0.25}
+    assert {name: take.controls[name] for name in expected} == expected
+    new = take.continuation.generated.parts[0].notes
+    assert new and all(62 <= n.pitch <= 79 and (n.pitch - 2) % 12 in (0, 2, 3, 5, 7, 8, 10) for n in new)
+    assert take.continuation.joined().tempo_bpm == 90
+
+
+def test_the_address_bar_presets_controls_and_absurd_ones_are_reported(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("MUSEGEN_DB_URL", f"sqlite:///{tmp_path / 'ratings.sqlite3'}")
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.query_params.update({"density": "0.7", "seed": "42"})
+    at.run()
+    at.file_uploader[0].upload("tune.mid", _melody_midi(), "audio/midi").run()
+    assert _labelled(at.slider, "Note density").value == 0.7 and _labelled(at.number_input, "Seed").value == 42
+    bad = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    bad.query_params.update({"density": "9"})
+    bad.run()
+    bad.file_uploader[0].upload("tune.mid", _melody_midi(), "audio/midi").run()
+    assert not bad.exception and "density must be a number within -1 and 1" in bad.warning[0].value
+    assert _labelled(bad.slider, "Note density").value == 0.0

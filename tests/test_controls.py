@@ -18,6 +18,7 @@ from musegen_core.controls import (
     Controls,
     estimate_key,
     key_of,
+    refused_controls,
     steered_tempo,
     steering_table,
 )
@@ -206,3 +207,9 @@ def test_a_style_mix_is_between_its_two_styles(folk):
     chorale, mixed = mean_pitch(style="bach_chorale"), mean_pitch(style="bach_chorale", mix_style="irish", mix=0.5)
     irish = mean_pitch(style="irish")
     assert min(chorale, irish) - 1 <= mixed <= max(chorale, irish) + 1
+
+
+def test_models_without_styles_refuse_only_the_style_controls_and_say_why():
+    assert refused_controls("gan", ("irish", "bach_chorale")) == {}
+    refused = refused_controls("lstm", ())
+    assert set(refused) == {"style", "style_mix"} and "without style labels" in refused["style"]
