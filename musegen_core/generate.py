@@ -114,11 +114,9 @@ def _style_index(model: MelodyModel, style: str | None) -> int | None:
 
 
 def _meter_steps(melody: Piece) -> tuple[int, int]:
-    """(bar, beat) lengths in sixteenth steps; compound meters (6/8, 9/8, 12/8) beat in dotted quarters."""
+    """(bar, beat) lengths in sixteenth steps."""
     meter = melody.time_signature
-    bar = round(meter.bar_beats * encoding.STEPS_PER_BEAT)
-    compound = meter.denominator == 8 and meter.numerator % 3 == 0 and meter.numerator > 3
-    return bar, 6 if compound else max(1, 16 // meter.denominator)
+    return round(meter.bar_beats * encoding.STEPS_PER_BEAT), max(1, round(meter.beat_beats * encoding.STEPS_PER_BEAT))
 
 
 def _melody_part(prime: Piece, part_index: int) -> Piece:

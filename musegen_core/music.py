@@ -116,6 +116,14 @@ class TimeSignature:
         """Length of one bar in quarter-note beats (6/8 → 3.0)."""
         return self.numerator * 4 / self.denominator
 
+    @property
+    def beat_beats(self) -> float:
+        """The felt beat in quarter-note beats: a dotted quarter in compound meters (6/8, 9/8, 12/8 → 1.5), else the
+        denominator's note (3/4 → 1.0, 2/2 → 2.0)."""
+        if self.denominator == 8 and self.numerator % 3 == 0 and self.numerator > 3:
+            return 1.5
+        return 4 / self.denominator
+
     def __str__(self) -> str:
         return f"{self.numerator}/{self.denominator}"
 

@@ -13,7 +13,7 @@ import torch
 
 from musegen_core import encoding
 from musegen_core.cli import main
-from musegen_core.evaluation import features, originality, overlap, takes
+from musegen_core.evaluation import features, harness, originality, overlap, takes
 from musegen_core.models import checkpoint
 from musegen_core.models.lstm import PRESETS, MelodyLSTM
 
@@ -214,6 +214,11 @@ def test_diversity_is_zero_for_equal_takes_and_one_for_disjoint_ones():
 def test_style_quotas_share_evenly_and_refill_from_larger_styles():
     assert takes._quotas({"a": 100, "b": 3, "c": 100}, 10) == {"a": 4, "b": 3, "c": 3}
     assert takes._quotas({"a": 2, "b": 1}, 10) == {"a": 2, "b": 1}
+
+
+def test_a_context_on_another_split_has_no_test_baseline():
+    with pytest.raises(ValueError, match="test split"):
+        harness.Context(None, 10, 0, split="valid")  # refused before the corpus is read
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,14 +12,14 @@ import pytest
 import torch
 
 from musegen_core import encoding
-from musegen_core.errors import ControlError
+from musegen_core.errors import CheckpointError, ControlError
 from musegen_core.generate import VARIATION_BARS, _latent_windows, continue_melody, interpolate, variations
-from musegen_core.models.checkpoint import load_checkpoint, save_checkpoint
+from musegen_core.models.checkpoint import load_checkpoint, save_checkpoint, write_meta
 from musegen_core.models.lstm import PRESETS as LSTM_PRESETS
 from musegen_core.models.lstm import MelodyLSTM
 from musegen_core.models.vae import PRESETS, START, WINDOW, MelodyVAE, VAEConfig, _Stepper, slerp
 from musegen_core.music import Key, Note, Part, Piece, TimeSignature
-from musegen_core.training import train
+from musegen_core.training import card, train
 from musegen_core.training.corpus import load_corpus
 from musegen_core.training.vae_train import loss_terms
 
@@ -83,6 +85,83 @@ def test_config_refuses_unknown_and_missing_fields():
     assert VAEConfig.from_dict(data) == PRESETS["vae-tiny"]
     with pytest.raises(ValueError, match=r"unknown \['extra'\].*missing \['latent'\]"):
         VAEConfig.from_dict({k: v for k, v in data.items() if k != "latent"} | {"extra": 1})
+
+
+def test_continue_noise_round_trips_through_the_config_and_a_checkpoint(tiny, tmp_path):
+    config = replace(tiny.config, continue_noise=0.35)
+    assert config.to_dict()["continue_noise"] == 0.35
+    assert VAEConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    model = MelodyVAE(config)
+    model.load_state_dict(tiny.state_dict())
+    save_checkpoint(model, config, tmp_path / "vae", "card", {})
+    assert json.loads((tmp_path / "vae" / "config.json").read_text())["model"]["continue_noise"] == 0.35
+    assert load_checkpoint(tmp_path / "vae").model.config.continue_noise == 0.35
+
+
+def test_a_config_written_before_continue_noise_loads_with_the_old_value(tiny, tmp_path):
+    data = {k: v for k, v in PRESETS["vae-tiny"].to_dict().items() if k != "continue_noise"}
+    assert VAEConfig.from_dict(data).continue_noise == 0.8  # the constant generate used before it was a field
+    save_checkpoint(tiny, tiny.config, tmp_path / "vae", "card", {})
+    path = tmp_path / "vae" / "config.json"
+    meta = json.loads(path.read_text())
+    del meta["model"]["continue_noise"]
+    path.write_text(json.dumps(meta))
+    assert load_checkpoint(tmp_path / "vae").model.config == tiny.config
+
+
+@pytest.mark.parametrize("bad", [-0.1, 11.0, math.nan])
+def test_continue_noise_out_of_range_is_refused(bad):
+    with pytest.raises(ValueError, match="continue_noise"):
+        VAEConfig(continue_noise=bad)
+    with pytest.raises(ValueError, match="continue_noise"):
+        VAEConfig.from_dict(PRESETS["vae-tiny"].to_dict() | {"continue_noise": bad})
+
+
+def test_continue_noise_changes_generation(tiny):
+    context = torch.tensor([encoding.NOTE_ON + 20, encoding.HOLD, encoding.NOTE_ON + 24, encoding.HOLD] * 8)
+    positions = torch.from_numpy(encoding.bar_positions(len(context) + 2 * WINDOW, 16))
+
+    def take(noise: float, seed: int) -> torch.Tensor:
+        model = MelodyVAE(replace(tiny.config, continue_noise=noise)).eval()
+        model.load_state_dict(tiny.state_dict())
+        return model.generate(context, positions, 2 * WINDOW, generator=torch.Generator().manual_seed(seed), style=0)
+
+    for seed in range(3):
+        assert torch.equal(take(0.8, seed), tiny.generate(context, positions, 2 * WINDOW, style=0,
+                                                          generator=torch.Generator().manual_seed(seed)))  # fmt: skip
+    assert any(not torch.equal(take(0.0, seed), take(1.5, seed)) for seed in range(3))
+    assert torch.equal(take(1.5, 4), take(1.5, 4))
+
+
+def test_a_chosen_continue_noise_is_written_without_touching_the_weights(tiny, tmp_path):
+    folder = tmp_path / "vae"
+    save_checkpoint(tiny, tiny.config, folder, "card", {})
+    weights = (folder / "model.safetensors").read_bytes()
+    meta = json.loads((folder / "config.json").read_text())
+    meta = meta | {"model": meta["model"] | {"continue_noise": 0.6}}
+    write_meta(folder, meta, "new card\n")
+    assert (folder / "model.safetensors").read_bytes() == weights and (folder / "README.md").read_text() == "new card\n"
+    assert load_checkpoint(folder).model.config.continue_noise == 0.6
+    with pytest.raises(CheckpointError, match="sha256"):
+        write_meta(folder, meta | {"sha256": "0" * 64}, "card")
+    with pytest.raises(CheckpointError, match="continue_noise"):
+        write_meta(folder, meta | {"model": meta["model"] | {"continue_noise": -1}}, "card")
+    assert load_checkpoint(folder).model.config.continue_noise == 0.6  # refused writes changed nothing
+
+
+def test_the_card_says_how_continue_noise_was_chosen():
+    if not (SHIPPED / "config.json").is_file():
+        pytest.skip("models/vae-folk is missing")
+    meta = json.loads((SHIPPED / "config.json").read_text())
+    noise = meta["model"].get("continue_noise", 0.8)
+    text = card.card_text("vae-folk", meta)
+    assert f"`continue_noise` = **{noise}**" in text or "not yet chosen" in text
+    chosen = meta | {"model": meta["model"] | {"continue_noise": 0.6}}
+    chosen["metrics"] = meta["metrics"] | {"continue_noise_choice": {
+        "split": "valid", "excerpts": 200, "draws": 5, "settings": [0.0, 0.6, 1.5], "criterion": "mean overlap",
+        "script": "bench/vae_noise.py", "results": "bench/results/vae_noise.json"}}  # fmt: skip
+    text = card.card_text("vae-folk", chosen)
+    assert "`continue_noise` = **0.6**" in text and "0, 0.6, 1.5" in text and "**valid** split" in text
 
 
 @pytest.mark.parametrize("steps", [1, 16, 45])

@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     print(report.markdown(result))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(_rounded(result), indent=2, allow_nan=False) + "\n")
+        args.json.write_text(json.dumps(rounded(result), indent=2, allow_nan=False) + "\n")
         print(f"wrote {args.json}")
     return 0
 
@@ -73,31 +73,38 @@ def _split(text: str | None) -> list[str]:
     return [item.strip() for item in (text or "").split(",") if item.strip()]
 
 
-def _rounded(value: object, digits: int = 4) -> object:
+def rounded(value: object, digits: int = 4) -> object:
     """A copy of a JSON-like report with floats (and numpy scalars) rounded to `digits` decimals."""
     if isinstance(value, dict):
-        return {key: _rounded(item, digits) for key, item in value.items()}
+        return {key: rounded(item, digits) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_rounded(item, digits) for item in value]
+        return [rounded(item, digits) for item in value]
     if isinstance(value, np.generic):
         value = value.item()
     return round(value, digits) if isinstance(value, float) else value
 
 
 class Context:
-    """What every model is judged against, built once per run: the corpus, the excerpts and their real
-    continuations' features, the copy index of the train split and the n-gram baseline."""
+    """What every model is judged against, built once per run: the excerpts of one held-out split and their real
+    continuations' features, the copy index of the train split and the n-gram baseline.
 
-    def __init__(self, corpus: Corpus, count: int, seed: int) -> None:
+    `musegen eval` judges on the test split. Choosing a setting (e.g. `bench/vae_noise.py`) must use `split="valid"`
+    instead, so that the test split stays unseen; such a run needs no n-gram baseline (`baseline=False`), whose
+    numbers are test-split numbers.
+    """
+
+    def __init__(self, corpus: Corpus, count: int, seed: int, split: str = "test", baseline: bool = True) -> None:
+        if baseline and split != "test":
+            raise ValueError(f"the n-gram baseline is scored on the test split (received split={split!r})")
         start = time.perf_counter()
-        self.corpus = corpus
-        self.test = corpus.split("test")
-        self.excerpts = takes.choose_excerpts(self.test, count, seed)
+        self.corpus, self.split = corpus, split
+        self.tunes = corpus.split(split)
+        self.excerpts = takes.choose_excerpts(self.tunes, count, seed)
         if len(self.excerpts) < 2:
-            raise MusegenError(f"only {len(self.excerpts)} test tunes are long enough for the protocol")
+            raise MusegenError(f"only {len(self.excerpts)} {split} tunes are long enough for the protocol")
         self.reference = feature_table([_features(e.reference, e.tune.bar_steps) for e in self.excerpts])
         self.index = originality.CopyIndex([tune.tokens for tune in corpus.split("train")])
-        self.baseline = _baseline(corpus)
+        self.baseline = _baseline(corpus) if baseline else None
         self.seconds = time.perf_counter() - start
 
     def style_rows(self) -> dict[str, np.ndarray]:
@@ -152,7 +159,7 @@ def evaluate(
     context = Context(corpus, count, seed)
     models = {name: evaluate_model(name, context, seed, progress) for name in names}
     return {
-        "split": "test",
+        "split": context.split,
         "baseline": context.baseline,
         "models": models,
         "families": _families(models),
@@ -169,13 +176,8 @@ def evaluate_model(name: str, context: Context, seed: int, progress: bool = True
     """Every metric of one installed model (see the module docstring)."""
     start = time.perf_counter()
     model, info = load_model(name), model_info(name)
-    count = len(context.excerpts)
-    takes.sample_take(model, context.excerpts[0], seed)  # warm-up: first-call costs stay out of the speed
-    main = [
-        takes.sample_take(model, excerpt, seed + i)
-        for i, excerpt in enumerate(tqdm(context.excerpts, desc=f"sampling {name}", disable=not progress))
-    ]
-    scores = _set_scores([t.tokens for t in main], context.excerpts, context)
+    main = sample_takes(model, context.excerpts, seed, desc=f"sampling {name}", progress=progress)
+    scores = set_scores([t.tokens for t in main], context.excerpts, context)
     nll = _nll(model, info.family, context)
     return {
         "family": info.family,
@@ -186,22 +188,40 @@ def evaluate_model(name: str, context: Context, seed: int, progress: bool = True
         "nll_vs_baseline": None if nll is None else nll / context.baseline["nll_bits_per_step"] - 1,
         **scores,
         "diversity": _diversity(model, context, main, seed),
-        "ms_per_bar": 1000 * float(np.median([t.seconds for t in main])) / takes.BARS,
-        "takes": count,
+        "ms_per_bar": ms_per_bar(main),
+        "takes": len(main),
         "seconds": round(time.perf_counter() - start, 1),
     }
 
 
+def sample_takes(
+    model: object, excerpts: list[takes.Excerpt], seed: int, desc: str = "sampling", progress: bool = True
+) -> list[takes.Take]:
+    """One take per excerpt, take `i` with seed `seed + i`, after one warm-up take (first-call costs stay out of
+    the speed)."""
+    takes.sample_take(model, excerpts[0], seed)
+    return [
+        takes.sample_take(model, excerpt, seed + i)
+        for i, excerpt in enumerate(tqdm(excerpts, desc=desc, disable=not progress))
+    ]
+
+
+def ms_per_bar(main: list[takes.Take]) -> float:
+    """Median wall time per generated bar of a set of takes, in ms."""
+    return 1000 * float(np.median([t.seconds for t in main])) / takes.BARS
+
+
 def _nll(model: torch.nn.Module, family: str, context: Context) -> float | None:
-    """Test bits per step, or None for a family without a likelihood."""
+    """Bits per step on the context's split, or None for a family without a likelihood."""
     if family in NO_LIKELIHOOD_FAMILIES or not getattr(model, "has_likelihood", True):
         return None
-    return float(tune_metrics(model, context.test, torch.device("cpu"))["nll_bits_per_step"])
+    return float(tune_metrics(model, context.tunes, torch.device("cpu"))["nll_bits_per_step"])
 
 
-def _set_scores(melodies: list[np.ndarray], sources: list[takes.Excerpt], context: Context) -> dict:
-    """Overlap with the reference set (overall and per style) and originality of a set of melodies; melody `i`
-    continues `sources[i]` (its meter and style)."""
+def set_scores(melodies: list[np.ndarray], sources: list[takes.Excerpt], context: Context) -> dict:
+    """Overlap with the context's reference set (the real continuations of its excerpts; overall and per style) and
+    originality against the train split of a set of melodies; melody `i` continues `sources[i]` (its meter and
+    style)."""
     features = feature_table([_features(m, e.tune.bar_steps) for m, e in zip(melodies, sources, strict=True)])
     overlaps = feature_overlaps(features, context.reference)
     copies = [context.index.report(m, e.tune.bar_steps) for m, e in zip(melodies, sources, strict=True)]
@@ -246,14 +266,14 @@ def _diversity(model: object, context: Context, main: list[takes.Take], seed: in
 
 def _real_ceiling(context: Context, seed: int) -> dict:
     """Real continuations of valid tunes, chosen like the test excerpts (same count and style quotas as far as the
-    valid split allows), scored like a model's takes."""
+    valid split allows), scored like a model's takes (against the test references)."""
     valid = takes.choose_excerpts(context.corpus.split("valid"), len(context.excerpts), seed)
     if len(valid) < 2:
         return {"note": f"only {len(valid)} valid excerpts: not computed"}
     styles = defaultdict(int)
     for excerpt in valid:
         styles[excerpt.style] += 1
-    scores = _set_scores([e.reference for e in valid], valid, context)
+    scores = set_scores([e.reference for e in valid], valid, context)
     return {"takes": len(valid), "excerpts_by_style": dict(sorted(styles.items())), **scores}
 
 

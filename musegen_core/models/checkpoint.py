@@ -95,6 +95,29 @@ def save_checkpoint(
     return folder
 
 
+def write_meta(folder: Path | str, meta: dict, card_text: str) -> None:
+    """Replace a checkpoint's `config.json` and `README.md`, leaving its weights file untouched: for what is decided
+    after training (a sampling setting chosen on the valid split, evaluation results, a re-timing).
+
+    Raises:
+        CheckpointError: `meta` does not describe the weights in `folder` (sha256, family) or its model config does
+            not load.
+    """
+    folder = Path(folder)
+    if not (folder / WEIGHTS).is_file() or meta.get("sha256") != _sha256(folder / WEIGHTS):
+        raise CheckpointError(f"{folder}: the new {CONFIG} must keep the sha256 of {WEIGHTS}")
+    _check_versions(meta, folder / CONFIG)
+    try:
+        families()[meta["family"]][0].from_dict(meta["model"])
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{folder / CONFIG}: bad model config ({error})") from None
+    for name, text in ((CONFIG, json.dumps(meta, indent=2) + "\n"), (CARD, card_text)):
+        temporary = folder / f".{name}.new"
+        temporary.write_text(text)
+        temporary.chmod(0o644)
+        temporary.replace(folder / name)
+
+
 def _make_readable(folder: Path) -> None:
     """mkdtemp makes a private (0700) folder: a shipped checkpoint must be readable by everyone, like a git checkout."""
     folder.chmod(0o755)

@@ -1,16 +1,20 @@
 """Model cards and registry facts of trained checkpoints, and the CPU sampling time they report.
 
-The card (`README.md` of a checkpoint) is a pure function of the checkpoint's `config.json`, so it can be rebuilt
-after the fact. Models trained on a GPU machine are re-timed on the machine that will serve them with
+The card (`README.md` of a checkpoint) is a pure function of the checkpoint's `config.json` (`card_text`, for every
+family), so it can be rebuilt after the fact. Models trained on a GPU machine are re-timed on the machine that will
+serve them with
 
     python -m musegen_core.training.card models/lstm-folk models/transformer-folk
 
 which measures `sampling_ms_per_16_bars` here and rewrites config.json and README.md (the weights are unchanged).
+With `--eval bench/results/eval.json` it instead records each model's row of a `musegen eval` report in
+`metrics["eval"]` (shown by the VAE and GAN cards) and rewrites config.json and README.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import statistics
 import time
@@ -19,11 +23,17 @@ from pathlib import Path
 import torch
 
 from musegen_core import encoding
-from musegen_core.models.checkpoint import load_checkpoint, save_checkpoint
+from musegen_core.models.checkpoint import load_checkpoint, read_meta, write_meta
 from musegen_core.training.corpus_tables import stats_markdown
 from musegen_core.training.sources import COLLECTIONS
 
-FAMILY_NAMES = {"lstm": "melody LSTM", "transformer": "melody Transformer (decoder-only, RoPE, KV cache)"}
+FAMILY_NAMES = {
+    "lstm": "melody LSTM",
+    "transformer": "melody Transformer (decoder-only, RoPE, KV cache)",
+    "vae": "melody VAE (2-bar latent, BiLSTM encoder)",
+    "gan": "melody GAN (bar-conditional, WGAN-GP)",
+}
+EVAL_KEYS = ("overlap_mean", "copy_rate_2bars", "copy_rate_4bars", "longest_copy_notes", "diversity", "ms_per_bar")
 
 
 def registry_info(names: list[str], family: str, preset: str, styles: tuple[str, ...], version: str) -> dict:
@@ -162,29 +172,81 @@ def _style_table(metrics: dict) -> str:
     return "\n".join(rows)
 
 
+def card_text(name: str, meta: dict) -> str:
+    """The README.md of a checkpoint of any family from its `config.json` contents."""
+    from musegen_core.training import gan_train, vae_train  # they import this module
+
+    writers = {"vae": vae_train.model_card, "gan": gan_train.model_card}
+    return writers.get(meta["family"], model_card)(name, meta)
+
+
+def eval_table(evaluation: dict | None) -> str:
+    """A model's row of a `musegen eval` report as recorded in `metrics["eval"]` (see `eval_entry`), with its note."""
+    if not evaluation:
+        return "Not yet measured with `musegen eval`."
+    header = "| " + " | ".join(EVAL_KEYS) + " |\n|" + "---:|" * len(EVAL_KEYS)
+    cells = [
+        f"{evaluation[k]:.3f}" if isinstance(evaluation.get(k), float) else str(evaluation.get(k)) for k in EVAL_KEYS
+    ]
+    return f"{header}\n| {' | '.join(cells)} |\n\n{evaluation.get('note', '')}"
+
+
+def eval_entry(report: dict, name: str, source: str = "bench/results/eval.json") -> dict:
+    """What a model card records of model `name`'s row in a `musegen eval` report (`harness.evaluate`'s dict)."""
+    row, real, protocol = report["models"][name], report["real"], report["protocol"]
+    styles = {style: round(entry["overlap_mean"], 3) for style, entry in row["overlap_by_style"].items()}
+    families = ", ".join(f"{family} {entry['overlap_mean']:.3f}" for family, entry in report["families"].items())
+    note = (
+        f"Per-style mean overlap: {', '.join(f'{style} {value:.3f}' for style, value in styles.items())}. "
+        f"Real valid continuations scored the same way: overlap {real['overlap_mean']:.3f}, "
+        f"{real['copy_rate_2bars']:.1%} copying ≥ 2 bars of a training tune. Mean overlap per family in the same run: "
+        f"{families}. From `musegen eval` ({protocol['excerpts']} {report['split']} excerpts, CPU, "
+        f"{protocol['torch_threads']} thread; `{source}`, {report['created']})."
+    )
+    return {key: row[key] for key in EVAL_KEYS} | {
+        "nll_bits_per_step": row["nll_bits_per_step"],
+        "overlap_by_style": styles,
+        "real_valid_overlap_mean": real["overlap_mean"],
+        "real_valid_copy_rate_2bars": real["copy_rate_2bars"],
+        "takes": row["takes"],
+        "split": report["split"],
+        "created": report["created"],
+        "note": note,
+    }
+
+
+def record_eval(folder: Path, report: dict, source: str = "bench/results/eval.json") -> dict:
+    """Store this checkpoint's row of a `musegen eval` report in `metrics["eval"]`; rewrite config.json and the
+    card (the weights are unchanged). Returns the recorded entry."""
+    meta = read_meta(folder)
+    entry = eval_entry(report, folder.name, source)
+    meta = meta | {"metrics": meta["metrics"] | {"eval": entry}}
+    write_meta(folder, meta, card_text(folder.name, meta))
+    return entry
+
+
 def restamp(folder: Path) -> dict:
-    """Measure the sampling time of the checkpoint in `folder` on this CPU; rewrite its config.json and card."""
+    """Measure the sampling time of the checkpoint in `folder` on this CPU; rewrite its config.json and card (the
+    weights are unchanged)."""
     loaded = load_checkpoint(folder)
     meta = loaded.meta
     metrics = meta["metrics"] | measure_sampling(loaded.model)
     meta = meta | {"metrics": metrics}
-    config = type(loaded.model.config).from_dict(meta["model"])
-    save_checkpoint(
-        loaded.model,
-        config,
-        folder,
-        model_card(folder.name, meta),
-        metrics,
-        info=meta["info"],
-        training=meta["training"],
-    )
+    write_meta(folder, meta, card_text(folder.name, meta))
     return metrics
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m musegen_core.training.card", description=__doc__.split("\n")[0])
     parser.add_argument("folders", nargs="+", type=Path, help="checkpoint folders to re-time on this CPU")
-    for folder in parser.parse_args(argv).folders:
+    parser.add_argument("--eval", type=Path, default=None, help="record this `musegen eval` JSON report instead")
+    args = parser.parse_args(argv)
+    report = json.loads(args.eval.read_text()) if args.eval else None
+    for folder in args.folders:
+        if report is not None:
+            entry = record_eval(folder, report, str(args.eval))
+            print(f"{folder}: recorded overlap {entry['overlap_mean']:.3f}, copies {entry['copy_rate_2bars']:.1%}")
+            continue
         metrics = restamp(folder)
         print(f"{folder}: {metrics['sampling_ms_per_16_bars']} ms per 16 bars on {metrics['sampling_cpu']}")
     return 0

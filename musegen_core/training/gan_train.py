@@ -238,33 +238,13 @@ def run(args: argparse.Namespace, corpus: Corpus, config: GANConfig, names: list
     training |= {"window_steps": BAR, "critic_steps": CRITIC_STEPS, "gradient_penalty": PENALTY,
                  "feature_matching": FEATURE_MATCHING, "ema": EMA, "transpose": TRANSPOSE,
                  "critic_parameters": sum(p.numel() for p in nets["critic"].parameters())}  # fmt: skip
-    info = registry_info(names, args.preset, config.styles, args.version)
+    info = card.registry_info(names, "gan", args.preset, config.styles, args.version)
     meta = {"info": info, "training": training, "metrics": metrics, "model": config.to_dict()}
     save_checkpoint(model, config, args.out, model_card(Path(args.out).name, meta), metrics, info=info,
                     training=training)  # fmt: skip
     shutil.rmtree(folder, ignore_errors=True)
     print(f"wrote {args.out}: test Wasserstein estimate {metrics['test_wasserstein']:.4f}")
     return 0
-
-
-def registry_info(names: list[str], preset: str, styles: tuple[str, ...], version: str) -> dict:
-    conditioning = f"style-conditioned ({', '.join(styles)})" if styles else "no style conditioning"
-    return {
-        "version": version,
-        "description": f"{preset} melody GAN (bar-conditional, WGAN-GP), {conditioning}, trained on {', '.join(names)}",
-        "trained_on": [COLLECTIONS[name].licence for name in names],
-        "commercial_use_cleared": all(COLLECTIONS[name].commercial_use for name in names),
-    }
-
-
-def _eval_table(evaluation: dict | None) -> str:
-    """The `musegen eval` row of this model, when one has been recorded in metrics["eval"]."""
-    if not evaluation:
-        return "Not yet measured with `musegen eval`."
-    keys = ("overlap_mean", "copy_rate_2bars", "copy_rate_4bars", "longest_copy_notes", "diversity", "ms_per_bar")
-    header = "| " + " | ".join(keys) + " |\n|" + "---:|" * len(keys)
-    cells = [f"{evaluation[k]:.3f}" if isinstance(evaluation.get(k), float) else str(evaluation.get(k)) for k in keys]
-    return f"{header}\n| {' | '.join(cells)} |\n\n{evaluation.get('note', '')}"
 
 
 def model_card(name: str, meta: dict) -> str:
@@ -314,7 +294,7 @@ The Wasserstein estimate is the final critic's, so it measures how well *this* c
 an absolute distance; compare it with the shuffled-previous-bar reference.
 
 ### `musegen eval` (test split, 2-bar primes, 8 bars generated, T = 1)
-{_eval_table(m.get("eval"))}
+{card.eval_table(m.get("eval"))}
 
 Sampling 16 bars (256 steps after an 8-bar context), CPU, one thread: **{m["sampling_ms_per_16_bars"]} ms**
 (median, {m["sampling_cpu"]}).

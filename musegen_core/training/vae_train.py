@@ -6,6 +6,10 @@ Loss per window: reconstruction cross-entropy (summed over its steps) + β · ma
 linearly from 0 to `--beta` over the first 30 % of steps (KL annealing; MusicVAE's 2-bar models: β 0.2, 48 free
 bits). Validation: the negative ELBO on fixed valid windows, best weights kept; resumable like the other families.
 Test metrics: ELBO and KL (bits), and reconstruction accuracy of greedy decodes from μ, per step and per onset.
+
+The continuation noise (`VAEConfig.continue_noise`, how far each next window's z strays from the last window's μ) is
+no weight: a new checkpoint gets the default, and `bench/vae_noise.py --model NAME --apply` picks it afterwards on
+the *valid* split (mean Yang–Lerch overlap of continuations with the real ones) and records how in the card.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from tqdm import tqdm
 
 from musegen_core import encoding
 from musegen_core.models.checkpoint import save_checkpoint
-from musegen_core.models.vae import CONTINUE_NOISE, START, WINDOW, MelodyVAE
+from musegen_core.models.vae import START, WINDOW, MelodyVAE, VAEConfig
 from musegen_core.training import card, resume
 from musegen_core.training.corpus import Corpus, Tune
 from musegen_core.training.corpus_tables import stats_markdown
@@ -207,7 +211,7 @@ def run(args: argparse.Namespace, corpus: Corpus, config, names: list[str], devi
     metrics |= card.measure_sampling(model)
     training = _training_info(args, corpus, model, device, progress, time.perf_counter() - started)
     training |= {"beta": args.beta, "free_bits": args.free_bits}
-    info = registry_info(names, args.preset, config.styles, args.version)
+    info = card.registry_info(names, "vae", args.preset, config.styles, args.version)
     meta = {"info": info, "training": training, "metrics": metrics, "model": config.to_dict()}
     save_checkpoint(model.cpu(), config, args.out, model_card(Path(args.out).name, meta), metrics, info=info,
                     training=training)  # fmt: skip
@@ -221,17 +225,6 @@ def run(args: argparse.Namespace, corpus: Corpus, config, names: list[str], devi
     return 0
 
 
-def registry_info(names: list[str], preset: str, styles: tuple[str, ...], version: str) -> dict:
-    conditioning = f"style-conditioned ({', '.join(styles)})" if styles else "no style conditioning"
-    return {
-        "version": version,
-        "description": f"{preset} melody VAE (2-bar latent, BiLSTM encoder), {conditioning}, trained on "
-        f"{', '.join(names)}",
-        "trained_on": [COLLECTIONS[name].licence for name in names],
-        "commercial_use_cleared": all(COLLECTIONS[name].commercial_use for name in names),
-    }
-
-
 def model_card(name: str, meta: dict) -> str:
     """The README.md of a VAE checkpoint from its `config.json` contents."""
     info, training, m = meta["info"], meta["training"], meta["metrics"]
@@ -243,8 +236,7 @@ MusicVAE-style variational autoencoder over {WINDOW}-step windows (2 bars of 4/4
 carry the position in the bar, so 3/4 and 6/8 tunes train too): BiLSTM encoder → {meta["model"]["latent"]}-d
 Gaussian latent → LSTM decoder conditioned on z and the style ({styles}, or any style). Modes: **Variations** (perturb
 z of the melody's first 2 bars), **Interpolate** (slerp between two melodies' z), and continuation (each next window
-decoded from the last window's μ + {CONTINUE_NOISE} × temperature × unit Gaussian noise: 0.8 gave the best mean
-overlap in a 120-excerpt `musegen eval` sweep over 0.25–1.3).
+decoded from the last window's μ + `continue_noise` × temperature × unit Gaussian noise; {_noise_line(meta)}).
 
 ## Data and licences
 {licences}
@@ -276,6 +268,28 @@ The ELBO bounds a whole window's likelihood; it is not a next-step NLL over whol
 `has_likelihood = False` and `musegen eval` reports no NLL for it (MusicVAE reports ~0.95+ reconstruction accuracy
 for 2-bar melodies, with a larger model and 4/4 only).
 
+### `musegen eval` (test split, 2-bar primes, 8 bars generated, T = 1)
+{card.eval_table(m.get("eval"))}
+
 Sampling 16 bars (256 steps after an 8-bar context), CPU, one thread: **{m["sampling_ms_per_16_bars"]} ms**
 (median, {m["sampling_cpu"]}).
 """
+
+
+def _noise_line(meta: dict) -> str:
+    """How the checkpoint's continuation noise was chosen (`metrics["continue_noise_choice"]`, see
+    `bench/vae_noise.py`)."""
+    noise = meta["model"].get("continue_noise", VAEConfig.continue_noise)
+    choice = meta["metrics"].get("continue_noise_choice")
+    if not choice:
+        return (
+            f"`continue_noise` = {noise}, the default, not yet chosen for this checkpoint: `bench/vae_noise.py "
+            "--apply` picks it on the valid split"
+        )
+    settings = ", ".join(f"{value:g}" for value in choice["settings"])
+    return (
+        f"`continue_noise` = **{noise}**, the best mean overlap with the real continuations among {settings}, on "
+        f"{choice.get('draws', 1)} draws of {choice['excerpts']} excerpts of the **{choice['split']}** split "
+        f"(`{choice['script']}`, "
+        f"`{choice['results']}`); the test split played no part"
+    )
