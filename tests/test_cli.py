@@ -136,7 +136,7 @@ def test_generate_takes_every_control_as_a_flag(waltz_mid: Path, tmp_path: Path)
 
 
 @has_model
-@pytest.mark.parametrize("family", ["lstm", "transformer"])
+@pytest.mark.parametrize("family", ["lstm", "transformer", "vae", "gan"])
 def test_generate_by_family_uses_its_promoted_model_and_a_style(waltz_mid: Path, tmp_path: Path, family: str) -> None:
     out = tmp_path / f"{family}.mid"
     done = musegen("generate", waltz_mid, "--model", family, "--style", "irish", "--bars", "2", "--out", out)

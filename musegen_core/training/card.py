@@ -8,7 +8,7 @@ serve them with
 
 which measures `sampling_ms_per_16_bars` here and rewrites config.json and README.md (the weights are unchanged).
 With `--eval bench/results/eval.json` it instead records each model's row of a `musegen eval` report in
-`metrics["eval"]` (shown by the VAE and GAN cards) and rewrites config.json and README.md.
+`metrics["eval"]` (shown by every card) and rewrites config.json and README.md.
 """
 
 from __future__ import annotations
@@ -125,6 +125,9 @@ Pitch accuracy at note onsets (the most likely new pitch is the true one): valid
 
 Sampling 16 bars (256 steps after an 8-bar context), CPU, one thread: **{metrics["sampling_ms_per_16_bars"]} ms**
 (median, {metrics["sampling_cpu"]}).
+
+## Generated takes (`musegen eval`: overlap with real continuations, originality, diversity, speed)
+{eval_table(metrics.get("eval"))}
 """
 
 
