@@ -74,6 +74,11 @@ def _parser() -> argparse.ArgumentParser:
     train_parser = commands.add_parser("train", help="train a model on the bundled corpora")
     train.add_arguments(train_parser)
     train_parser.set_defaults(run=train.run)
+
+    from musegen_core.training import style_classifier_train
+
+    style_parser = commands.add_parser("style-classifier", help="train or evaluate the independent style classifier")
+    style_classifier_train.add_arguments(style_parser)
     return parser
 
 

@@ -200,26 +200,35 @@ def refused_controls(family: str, styles: tuple[str, ...]) -> dict[str, str]:
 # ---------------------------------------------------------------------------------------------------------------
 # Key of a melody and the steering table.
 
-# Krumhansl–Kessler key profiles (probe-tone ratings), tonic first. Hand-written rather than music21's analyser
-# because it runs on every generation and in benches over thousands of takes, where building a music21 stream
-# per melody costs far more than this dot product.
-_MAJOR_PROFILE = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
-_MINOR_PROFILE = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
+# Krumhansl & Kessler (1982) probe-tone ratings of the 12 pitch classes above the tonic. Hand-written rather than
+# music21's analyser because it runs on every generation and over thousands of melodies in benches and the style
+# classifier, where building a music21 stream per melody costs far more than these dot products.
+KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
+KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
+
+
+def key_fits(pc_histogram: np.ndarray) -> np.ndarray:
+    """(2, 12) Pearson correlations of a 12-bin pitch-class histogram with the major (row 0) and minor (row 1)
+    Krumhansl–Kessler profile of every tonic (column); 0 where the histogram is constant."""
+    rotations = np.stack([np.roll(pc_histogram, -tonic) for tonic in range(12)]).astype(np.float64)
+    centred = rotations - rotations.mean(axis=1, keepdims=True)
+    fits = []
+    for profile in (KK_MAJOR, KK_MINOR):
+        reference = profile - profile.mean()
+        norms = np.linalg.norm(centred, axis=1) * np.linalg.norm(reference)
+        fits.append(np.divide(centred @ reference, norms, out=np.zeros(12), where=norms > 0))
+    return np.stack(fits)
 
 
 def estimate_key(pitches: np.ndarray, weights: np.ndarray | None = None) -> Key:
-    """The major or minor key whose Krumhansl–Kessler profile best correlates with the duration-weighted
-    pitch-class histogram (C major for no notes)."""
+    """The major or minor key whose Krumhansl–Kessler profile best fits the (duration-weighted) pitch classes;
+    C major when nothing fits (no notes, or every pitch class equally often)."""
     histogram = np.bincount(np.asarray(pitches, dtype=np.int64) % 12, weights=weights, minlength=12)[:12]
-    if histogram.sum() == 0 or np.all(histogram == histogram[0]):
+    fits = key_fits(histogram)
+    if not fits.any():
         return Key(0, "major")
-    best, best_score = Key(0, "major"), -np.inf
-    for mode, profile in (("major", _MAJOR_PROFILE), ("minor", _MINOR_PROFILE)):
-        for tonic in range(12):
-            score = np.corrcoef(histogram, np.roll(profile, tonic))[0, 1]
-            if score > best_score:
-                best, best_score = Key(tonic, mode), score
-    return best
+    mode, tonic = np.unravel_index(int(np.argmax(fits)), fits.shape)
+    return Key(int(tonic), ("major", "minor")[mode])
 
 
 def key_of(piece: Piece) -> Key:

@@ -5,5 +5,6 @@
 - `originality`: runs copied from the training corpus (transposition-invariant);
 - `takes`: the protocol — which test tunes, primes, references, sampled takes, diversity, speed;
 - `harness`: NLL against the n-gram baseline, everything per model, the JSON report;
-- `report`: the Markdown tables.
+- `report`: the Markdown tables;
+- `style_classifier`: an independent style classifier (no generator's weights) that checks takes' styles.
 """

@@ -96,7 +96,8 @@ def resolve_model_name(name_or_family: str) -> str:
 
 def list_models() -> list[ModelInfo]:
     """Every valid checkpoint folder under `models_dir()`: the default model first (pickers preselect the first),
-    then the others by name. Invalid folders are left out."""
+    then the others by name. Invalid folders are left out, and so are folders that hold no generator checkpoint
+    (e.g. `style-classifier/`, whose `config.json` names no model family)."""
     root = models_dir()
     default = default_model_name()
     found = []
@@ -142,6 +143,6 @@ def _card(folder: Path) -> str:
 def _folder(name: str) -> Path:
     folder = models_dir() / name
     if not name or Path(name).name != name or not (folder / CONFIG).is_file():
-        known = [p.parent.name for p in sorted(models_dir().glob(f"*/{CONFIG}"))]
+        known = sorted(info.name for info in list_models())  # generators only (not e.g. the style classifier)
         raise CheckpointError(f"no model named {name!r} in {models_dir()} (installed: {known or 'none'})")
     return folder

@@ -195,7 +195,7 @@ def _load_collection(
 ) -> tuple[list[Tune], Counter, float, float]:
     """(tunes, skip reasons, seconds spent building now, seconds the cached build took)."""
     files = collection_files(name, root)
-    path = cache / f"corpus-{name}-{_cache_key(name, files, root, max_tunes)}.npz"
+    path = _cache_path(name, files, root, cache, max_tunes)
     if path.exists():
         try:
             tunes, failures, cached_seconds = _read_cache(path)
@@ -207,6 +207,25 @@ def _load_collection(
     seconds = time.perf_counter() - start
     _write_cache(path, tunes, failures, seconds)
     return tunes, failures, seconds, seconds
+
+
+def is_cached(
+    collections: tuple[str, ...] | list[str] = DEFAULT_COLLECTIONS,
+    *,
+    max_tunes: int | None = None,
+    cache_dir: Path | str | None = None,
+    root: Path | str | None = None,
+) -> bool:
+    """Whether `load_corpus` with these arguments would read every collection from its cache (build nothing)."""
+    root = Path(root) if root else music21_corpus_root()
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    return all(
+        _cache_path(name, collection_files(name, root), root, cache, max_tunes).is_file() for name in collections
+    )
+
+
+def _cache_path(name: str, files: list[Path], root: Path, cache: Path, max_tunes: int | None) -> Path:
+    return cache / f"corpus-{name}-{_cache_key(name, files, root, max_tunes)}.npz"
 
 
 def _cache_key(name: str, files: list[Path], root: Path, max_tunes: int | None) -> str:
