@@ -89,7 +89,7 @@ def sweeps(bars: int, ngram: NGramModel) -> list[Sweep]:
     alone = Continuation.generated_alone
 
     def surprisal(take: Continuation, context: Context, _: float) -> float:
-        return bits_per_step(ngram, [_tokens(take)[0]])
+        return bits_per_step(ngram, [_tokens(take, bars)[0]])
 
     return [
         Sweep("density", "onsets per bar", (-1, -0.5, 0, 0.5, 1), lambda s, c: {"density": s},
@@ -116,7 +116,7 @@ def sweeps(bars: int, ngram: NGramModel) -> list[Sweep]:
     ]  # fmt: skip
 
 
-def style_mix_sweep(classifier: StyleClassifier) -> Sweep:
+def style_mix_sweep(classifier: StyleClassifier, bars: int) -> Sweep:
     """Blend weight of a second style (the style after the prime's, in corpus order) → the classifier's posterior
     for that second style on the take."""
 
@@ -124,16 +124,17 @@ def style_mix_sweep(classifier: StyleClassifier) -> Sweep:
         return STYLES[(STYLES.index(context.excerpt.style) + 1) % len(STYLES)]
 
     def posterior(take: Continuation, context: Context, _: float) -> float:
-        tokens, bar_steps = _tokens(take)
+        tokens, bar_steps = _tokens(take, bars)
         return classifier.posteriors(tokens, bar_steps)[second(context)]
 
     return Sweep("style_mix", "classifier posterior of the blended-in style", (0, 0.25, 0.5, 0.75, 1),
                  lambda s, c: {"style": c.excerpt.style, "mix_style": second(c), "mix": s}, posterior)  # fmt: skip
 
 
-def _tokens(take: Continuation) -> tuple[np.ndarray, int]:
-    encoded = encoding.piece_to_tokens(take.generated_alone())
-    return encoded.tokens, encoded.bar_steps
+def _tokens(take: Continuation, bars: int) -> tuple[np.ndarray, int]:
+    """The take's `bars` bars as tokens (trailing rests included) and its bar length in steps."""
+    bar_steps = round(take.generated.time_signature.bar_beats * encoding.STEPS_PER_BEAT)
+    return encoding.piece_to_tokens(take.generated_alone(), total_steps=bars * bar_steps).tokens, bar_steps
 
 
 def run_sweep(model, sweep: Sweep, contexts: list[Context], bars: int) -> dict:
@@ -172,7 +173,7 @@ def style_recognition(model, classifier: StyleClassifier, excerpts: list[takes.E
         target = STYLES[(STYLES.index(excerpt.style) + 1) % len(STYLES)]
         for style, out in ((excerpt.style, same), (target, other)):
             take = continue_melody(model, prime, Controls(bars=takes.BARS, seed=seed + i, style=style))
-            out.append(_tokens(take))
+            out.append(_tokens(take, takes.BARS))
         wanted_other.append(target)
     wanted = [e.style for e in excerpts]
     return {
@@ -247,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         name = resolve_model_name(family)
         model = load_model(name)
         result["models"][family] = name
-        family_sweeps = sweeps(args.bars, ngram) + ([style_mix_sweep(classifier)] if model.styles else [])
+        family_sweeps = sweeps(args.bars, ngram) + ([style_mix_sweep(classifier, args.bars)] if model.styles else [])
         result["sweeps"][family] = {
             sweep.control: run_sweep(model, sweep, contexts, args.bars)
             for sweep in tqdm(family_sweeps, desc=f"{name} controls", file=sys.stderr)
