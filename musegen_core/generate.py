@@ -1,5 +1,5 @@
 """Generation modes over `Piece`s: continue a melody with any model, optionally in one of the model's styles; and,
-with a VAE, variations around a melody and interpolations between two (at the end of this file).
+with a VAE, variations around a melody, interpolations between two, and restyling (at the end of this file).
 
 The prime is encoded with the shared token encoding, padded with rests to the end of its last bar, and the model
 samples whole bars after it. Sampling uses a `torch.Generator` seeded from `seed` (the global RNG is never touched),
@@ -238,6 +238,59 @@ def interpolate(
     generator = torch.Generator().manual_seed(int(seed))
     points = [slerp(z_a, z_b, i / (int(steps) - 1)) for i in range(int(steps))]
     return [_window_piece(melody_a, _decode(vae, z, window_a, temperature, generator)) for z in points]
+
+
+RESTYLE_BARS = 16  # restyle re-imagines at most this many bars of the melody
+STRENGTH_RANGE = (0.0, 4.0)  # multiples of the latent step from the melody's nearest style to the target style
+
+
+@dataclass(frozen=True)
+class Restyled:
+    """A melody's bars as the VAE reads them, and the same bars moved towards another style."""
+
+    original: Piece  # the melody's first bars from its first bar line (what was restyled), from beat 0
+    restyled: Piece  # the same span in the target style, from beat 0
+    source_styles: tuple[str, ...]  # per latent window, the style whose centroid was nearest
+
+
+def restyle(
+    model: MelodyModel,
+    prime: Piece,
+    *,
+    style: str,
+    strength: float = 1.0,
+    part_index: int = 0,
+    seed: int = 0,
+    temperature: float = 0.0,
+) -> Restyled:
+    """The prime's first bars (up to 16) turned towards `style` (MusicVAE-style attribute vectors): each 2-bar
+    window's latent mean μ moves by `strength` × (centroid of `style` − centroid of the style nearest to μ), and is
+    decoded with the decoder conditioned on `style`. Strength 0 keeps the melody (decoded in the target style's
+    conditioning); higher values trade likeness to the melody for likeness to the style.
+
+    Raises:
+        ControlError: not a VAE, a VAE without measured style centroids, an unknown style, a control out of range,
+            a missing or empty part, or bars longer than the model's window.
+    """
+    vae = _vae_model(model)
+    _check_latent_controls(1, "n", 1, seed, temperature)
+    check_real("strength", strength, *STRENGTH_RANGE)
+    target = _style_index(model, style)
+    if target is None or not vae.config.style_centroids:
+        raise ControlError("restyle needs a target style and a VAE whose style centroids were measured")
+    centroids = torch.tensor(vae.config.style_centroids)
+    melody = _melody_part(prime, part_index)
+    windows = _latent_windows(vae, melody, RESTYLE_BARS)
+    generator = torch.Generator().manual_seed(int(seed))
+    decoded, sources = [], []
+    for window in windows:
+        mu = vae.latent_of(*window[:2])[0]
+        nearest = int(torch.cdist(mu[None], centroids)[0].argmin())
+        z = mu + strength * (centroids[target] - centroids[nearest])
+        decoded.append(_decode(vae, z, window, temperature, generator, target))
+        sources.append(model.styles[nearest])
+    original = np.concatenate([tokens[:chunk].numpy() for tokens, _, chunk in windows])
+    return Restyled(_window_piece(melody, original), _window_piece(melody, np.concatenate(decoded)), tuple(sources))
 
 
 def _vae_model(model: MelodyModel):

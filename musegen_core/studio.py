@@ -5,14 +5,18 @@ Kept free of Streamlit so the CLI, tests and benches run the very same steps as 
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
 
+from musegen_core import encoding
 from musegen_core.controls import Controls
+from musegen_core.evaluation.control_measures import contour_similarity, rhythm_similarity
+from musegen_core.evaluation.style_classifier import StyleClassifier
 from musegen_core.feedback import Rating
 from musegen_core.formats.midi import piece_to_midi
-from musegen_core.generate import Continuation, continue_melody, interpolate, variations
+from musegen_core.generate import Continuation, Restyled, continue_melody, interpolate, restyle, variations
 from musegen_core.models.registry import ModelInfo
 from musegen_core.music import Part, Piece
 
@@ -84,12 +88,13 @@ class LatentTakes:
     """
 
     number: int  # per-session counter, like `Take.number`
-    mode: str  # "variations" or "interpolation"
+    mode: str  # "variations", "interpolation" or "restyle"
     pieces: tuple[Piece, ...]
     model: ModelInfo
     seed: int
-    controls: dict[str, Any]  # n and distance, or steps; part and tune indices; the second melody's file name
+    controls: dict[str, Any]  # n and distance, steps, or style and strength; part and tune indices; file B's name
     prime_name: str
+    summary: str = ""  # one line of measurements to show with the set (restyle: what survived, what changed)
 
     @property
     def labels(self) -> list[str]:
@@ -97,6 +102,8 @@ class LatentTakes:
         count = len(self.pieces)
         if self.mode == "variations":
             return [f"Variation {i + 1}" for i in range(count)]
+        if self.mode == "restyle":
+            return ["Original", f"Restyled: {self.controls['style'].replace('_', ' ')}"]
         return ["A", *(f"Step {i + 1}" for i in range(1, count - 1)), "B"]
 
     @property
@@ -167,3 +174,45 @@ def make_interpolation(
         "tune_index_b": tune_index_b,
     }
     return LatentTakes(number, "interpolation", tuple(pieces), info, seed, controls, prime_name)
+
+
+def make_restyle(
+    number: int,
+    model: Any,
+    info: ModelInfo,
+    prime: Piece,
+    *,
+    prime_name: str,
+    style: str,
+    strength: float,
+    part_index: int = 0,
+    tune_index: int = 0,
+) -> LatentTakes:
+    """The chosen part's first bars and the same bars turned towards `style`, with how much of the melody's contour
+    and rhythm survived and how the independent style classifier hears the result."""
+    result = restyle(model, prime, style=style, strength=strength, part_index=part_index)
+    controls = {"style": style, "strength": strength, "part_index": part_index, "tune_index": tune_index}
+    pieces = (result.original, result.restyled)
+    return LatentTakes(number, "restyle", pieces, info, 0, controls, prime_name, restyle_summary(result, style))
+
+
+def restyle_summary(result: Restyled, style: str) -> str:
+    """E.g. "Keeps 71 % of the melody's contour and 80 % of its rhythm; the style classifier hears irish (41 %)."."""
+    bar_steps = round(result.original.time_signature.bar_beats * encoding.STEPS_PER_BEAT)
+    steps = max(bar_steps, math.ceil(result.original.end_beats * encoding.STEPS_PER_BEAT / bar_steps) * bar_steps)
+    contour = contour_similarity(result.original, result.restyled, steps)
+    rhythm = rhythm_similarity(result.original, result.restyled)
+    tokens = encoding.piece_to_tokens(result.restyled, total_steps=steps).tokens
+    posteriors = style_classifier().posteriors(tokens, bar_steps)
+    heard = max(posteriors, key=posteriors.get)
+    kept = "a flat line" if math.isnan(contour) else f"{max(contour, 0):.0%} of the melody's contour"
+    return (
+        f"Keeps {kept} and {rhythm:.0%} of its rhythm; the style classifier hears {heard.replace('_', ' ')} "
+        f"({posteriors[heard]:.0%}; {style.replace('_', ' ')}: {posteriors[style]:.0%})."
+    )
+
+
+@functools.cache
+def style_classifier() -> StyleClassifier:
+    """The shipped style classifier, loaded once per process."""
+    return StyleClassifier.load()

@@ -17,6 +17,7 @@ from musegen_core.studio import (
     LatentTakes,
     describe_piece,
     make_interpolation,
+    make_restyle,
     make_take,
     make_variations,
     rating_for,
@@ -24,8 +25,12 @@ from musegen_core.studio import (
 
 MAX_SEED = 2**31 - 1
 ANY_STYLE = "any style"
-CONTINUE, VARIATIONS, INTERPOLATE = "Continue", "Variations", "Interpolate"
-LATENT_MODES = {VARIATIONS: "variations", INTERPOLATE: "interpolation"}  # page mode → `LatentTakes.mode`
+CONTINUE, VARIATIONS, INTERPOLATE, RESTYLE = "Continue", "Variations", "Interpolate", "Restyle"
+LATENT_MODES = {VARIATIONS: "variations", INTERPOLATE: "interpolation", RESTYLE: "restyle"}  # → `LatentTakes.mode`
+STRENGTH_HELP = (
+    "The trade-off: 0 keeps your melody; higher sounds more like the target style and less like yours. "
+    "The line above the result says how much of your melody survived and which style the classifier hears."
+)
 NO_MOOD = "no particular mood"
 PITCHES = list(range(MIN_PITCH, MAX_PITCH + 1))
 COMPLEXITY_HELP = "−1 notes on the beat … +1 more syncopation (notes between the beats)."
@@ -33,7 +38,8 @@ SCALE_HELP = "0: free. 1: every new note in the key's scale (Key and Mode above)
 TOP_P_HELP = "Sample only from the likeliest notes that make up this share of the probability (1 = all)."
 MODE_HELP = (
     "Continue: add bars after your melody. Variations: new takes on your melody's first bars, as close or as far "
-    "as the distance slider says. Interpolate: a path of melodies from yours to a second one."
+    "as the distance slider says. Interpolate: a path of melodies from yours to a second one. Restyle: your "
+    "melody's first bars turned towards another style."
 )
 
 
@@ -76,13 +82,9 @@ def generate_controls(state: ui.ComposeState, piece: Piece, name: str, tune: int
     st.caption(info.licence_note)
     mode = CONTINUE
     if info.family == "vae":
-        mode = st.radio("Mode", [CONTINUE, VARIATIONS, INTERPOLATE], horizontal=True, help=MODE_HELP)
-    if mode == CONTINUE:
-        continue_form(state, info, piece, name, tune, part)
-    elif mode == VARIATIONS:
-        variations_form(state, info, piece, name, tune, part)
-    else:
-        interpolate_form(state, info, piece, name, tune, part)
+        mode = st.radio("Mode", [CONTINUE, VARIATIONS, INTERPOLATE, RESTYLE], horizontal=True, help=MODE_HELP)
+    forms = {CONTINUE: continue_form, VARIATIONS: variations_form, INTERPOLATE: interpolate_form, RESTYLE: restyle_form}
+    forms[mode](state, info, piece, name, tune, part)
     return mode
 
 
@@ -184,10 +186,25 @@ def interpolate_form(state: ui.ComposeState, info: ModelInfo, piece: Piece, name
         )  # fmt: skip
 
 
+def restyle_form(state: ui.ComposeState, info: ModelInfo, piece: Piece, name: str, tune: int, part: int) -> None:
+    with st.form("restyle"):
+        style = st.selectbox("Target style", info.styles, format_func=lambda s: s.replace("_", " "))
+        strength = st.slider("Strength", 0.0, 4.0, 1.5, 0.25, help=STRENGTH_HELP)
+        submitted = st.form_submit_button("Restyle", type="primary")
+    if submitted:
+        state.takes_made += 1
+        state.latent = make_restyle(
+            state.takes_made, ui.model(info.name), info, piece, prime_name=name, style=style, strength=strength,
+            part_index=part, tune_index=tune,
+        )  # fmt: skip
+
+
 def show_latent(takes: LatentTakes) -> None:
     """The whole set in one piano roll and one player, then each melody with its own player and MIDI download."""
-    title = "Variations" if takes.mode == "variations" else "Interpolation A → B"
+    title = {"variations": "Variations", "interpolation": "Interpolation A → B", "restyle": "Restyle"}[takes.mode]
     labels = takes.labels
+    if takes.summary:
+        st.info(takes.summary)
     st.plotly_chart(piano_roll(set_layers(takes.laid_out(), labels), title=f"{title} — {takes.model.name}"))
     st.markdown("**All in a row**")
     st.audio(ui.wav_bytes(takes.in_a_row()), format="audio/wav")

@@ -225,3 +225,19 @@ def test_the_address_bar_presets_controls_and_absurd_ones_are_reported(tmp_path:
     bad.file_uploader[0].upload("tune.mid", _melody_midi(), "audio/midi").run()
     assert not bad.exception and "density must be a number within -1 and 1" in bad.warning[0].value
     assert _labelled(bad.slider, "Note density").value == 0.0
+
+
+def test_vae_restyle_shows_the_original_and_the_restyled_bars_with_what_survived(app: AppTest) -> None:
+    app.file_uploader[0].upload("tune.mid", _melody_midi(), "audio/midi").run()
+    _pick_model(app, "vae-folk")
+    next(r for r in app.radio if r.label == "Mode").set_value("Restyle").run()
+    _labelled(app.selectbox, "Target style").set_value("bach_chorale")
+    _labelled(app.slider, "Strength").set_value(2.0)
+    _button(app, "Restyle").click().run()
+    assert not app.exception and not app.error
+    latent = app.session_state["compose"].latent
+    assert latent.mode == "restyle" and latent.labels == ["Original", "Restyled: bach chorale"]
+    original, restyled = latent.pieces
+    assert original.parts[0].notes != restyled.parts[0].notes
+    assert "of the melody's contour" in app.info[0].value and "bach chorale:" in app.info[0].value
+    assert len(app.get("audio")) == 1 + 1 + 2

@@ -57,3 +57,21 @@ def test_spearman_known_answers():
     assert measure.spearman([1, 1, 2, 2], [1, 2, 3, 4]) == pytest.approx(0.894427191)  # ties get average ranks
     assert measure.spearman([1, 2, 3, 4], [1, float("nan"), 2, 3]) == pytest.approx(1.0)  # NaN pairs dropped
     assert math.isnan(measure.spearman([1, 1, 1], [1, 2, 3]))
+
+
+def test_similarity_to_a_source_melody():
+    up = melody([(60, 0, 1), (62, 1, 1), (64, 2, 1), (65, 3, 1)])
+    up_a_fifth_higher = melody([(67, 0, 1), (69, 1, 1), (71, 2, 1), (72, 3, 1)])
+    down = melody([(65, 0, 1), (63, 1, 1), (61, 2, 1), (60, 3, 1)])  # the mirror image
+    assert measure.contour_similarity(up, up_a_fifth_higher, 16) == pytest.approx(1.0)
+    assert measure.contour_similarity(up, down, 16) == pytest.approx(-1.0)
+    assert measure.rhythm_similarity(up, down) == 1.0
+    offbeat = melody([(60, 0.5, 1), (62, 1.5, 1)])
+    assert measure.rhythm_similarity(up, offbeat) == 0.0
+    assert measure.rhythm_similarity(up, melody([(60, 0, 2), (64, 2, 2)])) == pytest.approx(2 * 2 / (4 + 2))
+
+
+def test_the_pitch_line_holds_through_rests():
+    with_rest = melody([(60, 0, 1), (67, 2, 1)])  # a rest on beat 1
+    assert measure.pitch_line(with_rest, 12).tolist() == [60] * 8 + [67] * 4
+    assert measure.pitch_line(melody([(64, 1, 1)]), 6).tolist() == [64] * 6  # before the first note: its pitch

@@ -100,3 +100,33 @@ def _ranks(values: np.ndarray) -> np.ndarray:
     ranks = np.empty(len(values))
     ranks[np.argsort(values, kind="stable")] = np.arange(1, len(values) + 1)
     return (np.bincount(group, weights=ranks) / np.bincount(group))[group]
+
+
+def pitch_line(piece: Piece, steps: int, step_beats: float = 0.25) -> np.ndarray:
+    """The sounding pitch at each of `steps` grid steps from beat 0; a rest keeps the pitch before it (the line a
+    listener follows), and steps before the first note take its pitch. Empty melody: all zeros."""
+    notes = _notes(piece)
+    line = np.zeros(steps)
+    if not notes:
+        return line
+    onsets = np.array([round(n.start_beats / step_beats) for n in notes])
+    index = np.searchsorted(onsets, np.arange(steps), side="right") - 1  # the last note started at or before
+    return np.array([n.pitch for n in notes], dtype=np.float64)[np.maximum(index, 0)]
+
+
+def contour_similarity(a: Piece, b: Piece, steps: int) -> float:
+    """Pearson correlation of the two pitch lines over `steps` sixteenths (1 = same shape, transposition and
+    scaling aside); NaN when either line is flat."""
+    x, y = pitch_line(a, steps), pitch_line(b, steps)
+    if x.std() == 0 or y.std() == 0:
+        return math.nan
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def rhythm_similarity(a: Piece, b: Piece, step_beats: float = 0.25) -> float:
+    """F1 overlap of the two melodies' onset sets on the sixteenth grid (1 = same rhythm, 0 = no shared onset)."""
+    onsets_a = {round(n.start_beats / step_beats) for n in _notes(a)}
+    onsets_b = {round(n.start_beats / step_beats) for n in _notes(b)}
+    if not onsets_a or not onsets_b:
+        return 0.0
+    return 2 * len(onsets_a & onsets_b) / (len(onsets_a) + len(onsets_b))

@@ -92,10 +92,14 @@ def _quotas(available: dict[str, int], count: int) -> dict[str, int]:
 def prime_piece(excerpt: Excerpt) -> Piece:
     """The prime as a one-part `Piece` with the tune's meter, pickup and tempo."""
     tune = excerpt.tune
+    return melody_piece(tune, excerpt.prime, (tune.bar_steps - tune.offset_steps) % tune.bar_steps)
+
+
+def melody_piece(tune: Tune, tokens: np.ndarray, pickup_steps: int = 0) -> Piece:
+    """Tokens on a tune's grid as a one-part `Piece` with the tune's meter and tempo (and `pickup_steps`)."""
     numerator, denominator = (int(x) for x in tune.meter.split("/"))
-    pickup_steps = (tune.bar_steps - tune.offset_steps) % tune.bar_steps
     tempo = tune.tempo_bpm if tune.tempo_bpm and 10 <= tune.tempo_bpm <= 400 else 120.0
-    notes = tuple(encoding.tokens_to_notes(excerpt.prime))
+    notes = tuple(encoding.tokens_to_notes(tokens))
     return Piece(
         (Part("melody", notes),),
         tempo_bpm=tempo,

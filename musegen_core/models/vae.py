@@ -49,12 +49,19 @@ class VAEConfig(StrictConfig):
     # `generate`: each next window's z = the last window's μ + continue_noise × temperature × unit Gaussian. A
     # sampling setting, not a weight: chosen per checkpoint on the *valid* split by `bench/vae_noise.py`.
     continue_noise: float = 0.8
+    # `generate.restyle`: the mean latent μ of each style's training windows, in `styles` order (() = not measured;
+    # `python -m musegen_core.training.vae_centroids FOLDER` measures them after training). Data, not weights.
+    style_centroids: tuple[tuple[float, ...], ...] = ()
 
-    OPTIONAL_FIELDS = frozenset({"continue_noise"})  # checkpoints written before it was a field used 0.8
+    OPTIONAL_FIELDS = frozenset({"continue_noise", "style_centroids"})  # missing in checkpoints written before them
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.continue_noise <= 10.0:  # also refuses NaN
             raise ValueError(f"continue_noise must be between 0 and 10 (received {self.continue_noise})")
+        centroids = tuple(tuple(float(x) for x in row) for row in self.style_centroids)
+        object.__setattr__(self, "style_centroids", centroids)
+        if centroids and (len(centroids) != len(self.styles) or any(len(row) != self.latent for row in centroids)):
+            raise ValueError(f"style_centroids must hold one {self.latent}-d row per style ({len(self.styles)})")
 
 
 PRESETS = {
