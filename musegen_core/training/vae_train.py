@@ -225,6 +225,17 @@ def run(args: argparse.Namespace, corpus: Corpus, config, names: list[str], devi
     return 0
 
 
+def _centroid_line(meta: dict) -> str:
+    """How the style centroids behind Restyle were measured, or that they were not."""
+    measured = meta["training"].get("style_centroids")
+    if not measured or not meta["model"].get("style_centroids"):
+        return "not available: style centroids not measured (`python -m musegen_core.training.vae_centroids`)"
+    return (
+        "each window's μ moves by strength × (target style's centroid − nearest style's centroid); centroids = mean μ "
+        f"of ≤ {measured['per_style']} {measured['split']}-split windows per style, seed {measured['seed']}"
+    )
+
+
 def model_card(name: str, meta: dict) -> str:
     """The README.md of a VAE checkpoint from its `config.json` contents."""
     info, training, m = meta["info"], meta["training"], meta["metrics"]
@@ -235,8 +246,9 @@ def model_card(name: str, meta: dict) -> str:
 MusicVAE-style variational autoencoder over {WINDOW}-step windows (2 bars of 4/4; windows start on a bar line and
 carry the position in the bar, so 3/4 and 6/8 tunes train too): BiLSTM encoder → {meta["model"]["latent"]}-d
 Gaussian latent → LSTM decoder conditioned on z and the style ({styles}, or any style). Modes: **Variations** (perturb
-z of the melody's first 2 bars), **Interpolate** (slerp between two melodies' z), and continuation (each next window
-decoded from the last window's μ + `continue_noise` × temperature × unit Gaussian noise; {_noise_line(meta)}).
+z of the melody's first 2 bars), **Interpolate** (slerp between two melodies' z), **Restyle** ({_centroid_line(meta)}),
+and continuation (each next window decoded from the last window's μ + `continue_noise` × temperature × unit Gaussian
+noise; {_noise_line(meta)}).
 
 ## Data and licences
 {licences}
