@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from musegen_core import encoding
-from musegen_core.controls import Controls
+from musegen_core.controls import ALL_CONTROLS, Controls, refused_controls
 from musegen_core.evaluation.control_measures import contour_similarity, rhythm_similarity
 from musegen_core.evaluation.style_classifier import StyleClassifier
 from musegen_core.feedback import Rating
@@ -46,6 +46,21 @@ def describe_piece(piece: Piece) -> str:
         f"{parts} · {piece.note_count} notes · {piece.bar_count()} bars · {piece.time_signature} · {key} · "
         f"{piece.tempo_bpm:g} bpm"
     )
+
+
+def abilities(info: ModelInfo) -> str:
+    """One line for the Models page: which controls and modes the model honours, and which not, and why."""
+    refused = refused_controls(info.family, info.styles)
+    honoured = [_control_label(name) for name in ALL_CONTROLS if name not in refused]
+    line = f"Honours: {', '.join(honoured)}."
+    if refused:
+        line += f" Not: {', '.join(map(_control_label, refused))} ({next(iter(refused.values()))})."
+    modes = "continue, variations, interpolate, restyle" if info.family == "vae" else "continue"
+    return f"{line} Modes: {modes}."
+
+
+def _control_label(name: str) -> str:
+    return name.replace("key_mode", "key/mode").replace("_", " ")
 
 
 def make_take(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from musegen_core.models.registry import ModelInfo
 from musegen_core.music import Note, Part, Piece, TimeSignature
-from musegen_core.studio import LatentTakes
+from musegen_core.studio import LatentTakes, abilities
 
 
 def _melody(pitches: list[int], length: float = 1.0) -> Piece:
@@ -43,3 +43,12 @@ def test_labels_name_variations_and_interpolation_steps() -> None:
     pieces = [_melody([60])] * 4
     assert _takes(pieces).labels == ["Variation 1", "Variation 2", "Variation 3", "Variation 4"]
     assert _takes(pieces, "interpolation").labels == ["A", "Step 2", "Step 3", "B"]
+
+
+def test_abilities_name_the_controls_and_modes_a_model_honours():
+    styled = ModelInfo("v", "vae", "1", "", (), commercial_use_cleared=True, styles=("irish",))
+    assert "style mix" in abilities(styled) and "restyle" in abilities(styled) and "Not:" not in abilities(styled)
+    plain = ModelInfo("l", "lstm", "1", "", (), commercial_use_cleared=True)
+    line = abilities(plain)
+    assert line.startswith("Honours: density") and "Not: style, style mix (this lstm model was trained without" in line
+    assert line.endswith("Modes: continue.")
