@@ -8,6 +8,7 @@ st.set_page_config(page_title="MuseGen", page_icon=":material/music_note:", layo
 st.navigation(
     [
         st.Page("pages/compose.py", title="Compose", icon=":material/piano:", default=True),
+        st.Page("pages/gallery.py", title="Style Gallery", icon=":material/palette:"),
         st.Page("pages/ratings.py", title="Ratings", icon=":material/star:"),
         st.Page("pages/models.py", title="Models", icon=":material/model_training:"),
     ]

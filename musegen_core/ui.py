@@ -19,6 +19,7 @@ from musegen_core.errors import MusegenError
 from musegen_core.feedback import FeedbackStore
 from musegen_core.feedback.store import default_db_url
 from musegen_core.formats import MusicFile, open_music_file
+from musegen_core.gallery import Gallery, make_gallery
 from musegen_core.models.registry import ModelInfo, list_models, load_model
 from musegen_core.music import Piece
 from musegen_core.render.audio import Synthesizer
@@ -67,6 +68,16 @@ def music_file(data: bytes, filename: str) -> MusicFile:
 @st.cache_data(show_spinner="Reading the tune…", max_entries=32)
 def load_tune(data: bytes, filename: str, tune_index: int) -> Piece:
     return open_music_file(data, filename).load(tune_index)
+
+
+@st.cache_data(show_spinner="Continuing the melody in every style…", max_entries=16)
+def gallery(
+    data: bytes, filename: str, tune_index: int, part_index: int, model_name: str, bars: int, seed: int
+) -> Gallery:
+    """The Style Gallery of one tune, cached per (file, tune, part, model, bars, seed): reruns are instant."""
+    return make_gallery(
+        model(model_name), load_tune(data, filename, tune_index), part_index=part_index, bars=bars, seed=seed
+    )
 
 
 def url_controls() -> Controls:

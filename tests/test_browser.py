@@ -1,7 +1,7 @@
 """End to end in a real browser: `streamlit run` on localhost, Debian's Chromium driven by Playwright.
 
 Uploads a MIDI file, generates a continuation, checks the piano-roll and a playable WAV `<audio>` element, rates
-the take and finds the rating in the database the server wrote.
+the take and finds the rating in the database the server wrote; opens the Style Gallery and plays a style's take.
 """
 
 from __future__ import annotations
@@ -143,3 +143,18 @@ def test_vae_variations_play_in_the_browser(server: tuple[str, str], page, tmp_p
     assert response.ok and response.body()[:4] == b"RIFF" and len(response.body()) > 44_100
     if os.environ.get("MUSEGEN_SCREENSHOTS"):
         page.screenshot(path=os.path.join(os.environ["MUSEGEN_SCREENSHOTS"], "variations.png"), full_page=True)
+
+
+def test_style_gallery_shows_and_plays_every_style(server: tuple[str, str], page) -> None:
+    url, _ = server
+    page.goto(url)
+    page.get_by_role("link", name="Style Gallery").click()
+    page.get_by_role("heading", name="Bach chorale").wait_for()  # the last of lstm-folk's five styles
+    page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length === 5")
+    audio = page.locator("audio")
+    audio.nth(5).wait_for(state="attached")  # the melody, then one continuation per style
+    source = audio.nth(1).get_attribute("src")
+    response = page.request.get(source if source.startswith("http") else f"{url}{source}")
+    assert response.ok and response.body()[:4] == b"RIFF" and len(response.body()) > 44_100
+    if os.environ.get("MUSEGEN_SCREENSHOTS"):
+        page.screenshot(path=os.path.join(os.environ["MUSEGEN_SCREENSHOTS"], "gallery.png"), full_page=True)

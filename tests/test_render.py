@@ -245,3 +245,34 @@ def test_ten_thousand_notes_build_one_trace() -> None:
     (trace,) = _note_traces(figure)
     assert len(trace.x) == 10_000
     assert _bar_line_count(figure) >= 626  # 625 bars of 4/4 need lines at beats 0, 4, …, 2,500
+
+
+def test_fixed_ranges_give_rolls_the_same_axes_whatever_their_notes() -> None:
+    low_tune = _melody((55, 57, 59))
+    high_tune = Piece((Part("m", (Note(79, 4.0, 2.0),)),))
+    rolls = [
+        piano_roll([RollLayer("Take", piece, TAKE_COLOR)], pitch_range=(55, 79), beat_range=(0.0, 16.0))
+        for piece in (low_tune, high_tune)
+    ]
+    assert rolls[0].layout.yaxis.range == rolls[1].layout.yaxis.range
+    assert rolls[0].layout.yaxis.ticktext == rolls[1].layout.yaxis.ticktext
+    low, high = rolls[0].layout.yaxis.range
+    assert low < 55 and high > 79  # laid out as if both ends were notes: same padding
+    assert tuple(rolls[0].layout.yaxis.range) == tuple(
+        piano_roll([RollLayer("Both ends", _melody((55, 79)), TAKE_COLOR)]).layout.yaxis.range
+    )
+    assert all(tuple(roll.layout.xaxis.range) == (0.0, 16.0) for roll in rolls)
+    assert all(_bar_line_count(roll) == 5 for roll in rolls)  # beats 0, 4, 8, 12, 16: up to the range's end
+
+
+def test_a_beat_range_can_start_inside_the_piece() -> None:
+    figure = piano_roll([RollLayer("Prime", _melody(), PRIME_COLOR)], beat_range=(4.0, 12.0))
+    assert tuple(figure.layout.xaxis.range) == (4.0, 12.0)
+    assert len(_note_traces(figure)[0].x) == 8  # every note is kept; the axis only shows part of them
+
+
+def test_short_rolls_label_fewer_pitches() -> None:
+    tall = piano_roll([RollLayer("Prime", _melody((57, 72)), PRIME_COLOR)], height=420)
+    short = piano_roll([RollLayer("Prime", _melody((57, 72)), PRIME_COLOR)], height=250)
+    assert "C#4" in tall.layout.yaxis.ticktext  # 20 rows in 360 px: room for every pitch
+    assert set(short.layout.yaxis.ticktext) == {"G3", "A3", "C4", "D4", "E4", "G4", "A4", "C5", "D5"}  # 2+ rows apart
