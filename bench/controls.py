@@ -45,7 +45,7 @@ from musegen_core.evaluation.style_classifier import StyleClassifier, confusion_
 from musegen_core.generate import Continuation, continue_melody
 from musegen_core.models.registry import load_model, resolve_model_name
 from musegen_core.music import PITCH_NAMES, Key, Piece
-from musegen_core.training.corpus import STYLES, load_corpus
+from musegen_core.training.corpus import COLLECTIONS, STYLES, load_corpus
 from musegen_core.training.ngram import NGramModel, bits_per_step
 
 RESULTS = Path(__file__).resolve().parent / "results" / "controls.json"
@@ -189,8 +189,8 @@ def hit_rates(predicted: list[str], wanted: list[str]) -> dict:
 
 def markdown(result: dict) -> str:
     lines = [
-        "| family | control | property | ρ over takes | ρ over means | means per setting |",
-        "|---|---|---|---:|---:|---|",
+        "| family | control | property | ρ of means | ρ per prime | ρ over takes | means per setting |",
+        "|---|---|---|---:|---:|---:|---|",
     ]
     for family, controls in result["sweeps"].items():
         for control, row in controls.items():
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     started = time.perf_counter()
-    corpus = load_corpus(progress=False)
+    corpus = load_corpus(tuple(COLLECTIONS), progress=False)
     test = corpus.split("test")
     ngram = NGramModel(5, encoding.VOCAB_SIZE).fit([t.tokens for t in corpus.split("train")])
     sweep_excerpts = takes.choose_excerpts(test, args.takes, args.seed)

@@ -34,7 +34,7 @@ from musegen_core.evaluation import takes
 from musegen_core.evaluation.style_classifier import StyleClassifier
 from musegen_core.generate import restyle
 from musegen_core.models.registry import load_model, resolve_model_name
-from musegen_core.training.corpus import load_corpus
+from musegen_core.training.corpus import COLLECTIONS, load_corpus
 
 RESULTS = Path(__file__).resolve().parent / "results" / "restyle.json"
 STRENGTHS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     name = resolve_model_name(args.model)
     model, classifier = load_model(name), StyleClassifier.load()
-    excerpts = takes.choose_excerpts(load_corpus(progress=False).split("test"), args.sources, args.seed)
+    test = load_corpus(tuple(COLLECTIONS), progress=False).split("test")
+    excerpts = takes.choose_excerpts(test, args.sources, args.seed)
     rows = restyle_rows(model, classifier, excerpts)
     table = summary(rows)
     result = {

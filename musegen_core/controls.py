@@ -186,14 +186,24 @@ def check_real(name: str, value: object, low: float, high: float) -> None:
         raise ControlError(f"{name} must be a number within {low:g} and {high:g} (received {value!r})")
 
 
+FAMILY_REFUSALS = {  # measured by bench/controls.py (bench/results/controls.json): no monotonic effect
+    "gan": {
+        "temperature": "the GAN's outputs are nearly one-hot, so temperature changes nothing measurable",
+        "top_p": "the GAN's outputs are nearly one-hot, so top-p changes nothing measurable",
+    },
+    "vae": {"style_mix": "the VAE's decoder hears too little of a blended style for a blend to change the result"},
+}
+
+
 def refused_controls(family: str, styles: tuple[str, ...]) -> dict[str, str]:
-    """Controls a model does NOT honour, each with why (for the UI's disabled widgets and tooltips). Every family
-    honours steering, temperature, top-p, length, tempo and seed, since all of them sample tokens step by step or
-    chunk by chunk through the same steering table."""
-    refused = {}
+    """Controls a model does NOT honour, each with why (for the UI's disabled widgets and tooltips): style controls
+    without style labels, and what `bench/controls.py` found to have no effect in a family (`FAMILY_REFUSALS`).
+    Every family honours the steering knobs, length, tempo and seed: all of them sample tokens step by step or chunk
+    by chunk through the same steering table."""
+    refused = dict(FAMILY_REFUSALS.get(family, {}))
     if not styles:
         why = f"this {family} model was trained without style labels"
-        refused = {"style": why, "style_mix": why}
+        refused |= {"style": why, "style_mix": why}
     return refused
 
 

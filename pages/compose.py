@@ -129,8 +129,14 @@ def continue_form(state: ui.ComposeState, info: ModelInfo, piece: Piece, name: s
             "Pitch range of new notes", options=PITCHES, value=(asked.low, asked.high), format_func=pitch_name
         )
         bars = left.slider("Bars to add", 1, 32, min(asked.bars, 32))
-        temperature = middle.slider("Temperature", 0.1, 2.0, asked.temperature, 0.05, help="Lower: safer.")
-        top_p = right.slider("Top-p", 0.5, 1.0, max(asked.top_p, 0.5), 0.01, help=TOP_P_HELP)
+        temperature = middle.slider(
+            "Temperature", 0.1, 2.0, asked.temperature, 0.05, disabled="temperature" in refused,
+            help=refused.get("temperature", "Lower: safer."),
+        )  # fmt: skip
+        top_p = right.slider(
+            "Top-p", 0.5, 1.0, max(asked.top_p, 0.5), 0.01, disabled="top_p" in refused,
+            help=refused.get("top_p", TOP_P_HELP),
+        )  # fmt: skip
         tempo = left.number_input("Tempo (bpm)", 20.0, 300.0, asked.tempo_bpm, placeholder=f"{piece.tempo_bpm:g}")
         with middle:
             seed = seed_input(asked.seed)

@@ -241,3 +241,13 @@ def test_vae_restyle_shows_the_original_and_the_restyled_bars_with_what_survived
     assert original.parts[0].notes != restyled.parts[0].notes
     assert "of the melody's contour" in app.info[0].value and "bach chorale:" in app.info[0].value
     assert len(app.get("audio")) == 1 + 1 + 2
+
+
+def test_controls_a_family_does_not_honour_are_disabled_with_the_reason(app: AppTest) -> None:
+    app.file_uploader[0].upload("tune.mid", _melody_midi(), "audio/midi").run()
+    _pick_model(app, "gan-folk")
+    temperature, top_p = _labelled(app.slider, "Temperature"), _labelled(app.slider, "Top-p")
+    assert temperature.disabled and top_p.disabled and "nearly one-hot" in temperature.help
+    assert not _labelled(app.slider, "Note density").disabled
+    _pick_model(app, "lstm-folk")
+    assert not _labelled(app.slider, "Temperature").disabled
