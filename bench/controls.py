@@ -14,7 +14,8 @@ fitted on the train split: how unexpected the take is to a model that shares not
 
 Style recognisability: an independent classifier (`evaluation/style_classifier.py`, trained on corpus features only)
 classifies 8-bar continuations of `--style-takes` test excerpts (requested style = the excerpt's) and the same
-excerpts' real next 8 bars; and, harder, continuations asked for a *different* style than the prime's.
+excerpts' real next 8 bars; and, harder, continuations asked for a *different* style than the prime's — at style
+strength 1 (plain conditioning) and at the default strength (classifier-free guidance).
 
     .venv/bin/python bench/controls.py [--takes 50] [--bars 4] [--families lstm,transformer,vae,gan]
 
@@ -116,19 +117,25 @@ def sweeps(bars: int, ngram: NGramModel) -> list[Sweep]:
     ]  # fmt: skip
 
 
-def style_mix_sweep(classifier: StyleClassifier, bars: int) -> Sweep:
-    """Blend weight of a second style (the style after the prime's, in corpus order) → the classifier's posterior
-    for that second style on the take."""
+def _next_style(context: Context) -> str:
+    """A style other than the prime's: the next one in corpus order."""
+    return STYLES[(STYLES.index(context.excerpt.style) + 1) % len(STYLES)]
 
-    def second(context: Context) -> str:
-        return STYLES[(STYLES.index(context.excerpt.style) + 1) % len(STYLES)]
+
+def style_sweeps(classifier: StyleClassifier, bars: int) -> list[Sweep]:
+    """Style blend weight (prime's style → the next style) and style strength (asking for the next style) → the
+    classifier's posterior for that next style on the take."""
 
     def posterior(take: Continuation, context: Context, _: float) -> float:
         tokens, bar_steps = _tokens(take, bars)
-        return classifier.posteriors(tokens, bar_steps)[second(context)]
+        return classifier.posteriors(tokens, bar_steps)[_next_style(context)]
 
-    return Sweep("style_mix", "classifier posterior of the blended-in style", (0, 0.25, 0.5, 0.75, 1),
-                 lambda s, c: {"style": c.excerpt.style, "mix_style": second(c), "mix": s}, posterior)  # fmt: skip
+    return [
+        Sweep("style_mix", "classifier posterior of the blended-in style", (0, 0.25, 0.5, 0.75, 1),
+              lambda s, c: {"style": c.excerpt.style, "mix_style": _next_style(c), "mix": s}, posterior),
+        Sweep("style_strength", "classifier posterior of an asked style other than the prime's", (0, 1, 2, 3, 4),
+              lambda s, c: {"style": _next_style(c), "style_strength": s}, posterior),
+    ]  # fmt: skip
 
 
 def _tokens(take: Continuation, bars: int) -> tuple[np.ndarray, int]:
@@ -165,18 +172,22 @@ def _style(model, context: Context) -> str | None:
     return context.excerpt.style if context.excerpt.style in model.styles else None
 
 
-def style_recognition(model, classifier: StyleClassifier, excerpts: list[takes.Excerpt], seed: int) -> dict:
-    """Hit rates of the requested style: same style as the prime, and a different one (the next in corpus order)."""
+def style_recognition(
+    model, classifier: StyleClassifier, excerpts: list[takes.Excerpt], seed: int, strength: float
+) -> dict:
+    """Hit rates of the requested style at one style strength: the prime's style, and another (the next in corpus
+    order)."""
     same, other, wanted_other = [], [], []
     for i, excerpt in enumerate(excerpts):
         prime = takes.prime_piece(excerpt)
         target = STYLES[(STYLES.index(excerpt.style) + 1) % len(STYLES)]
         for style, out in ((excerpt.style, same), (target, other)):
-            take = continue_melody(model, prime, Controls(bars=takes.BARS, seed=seed + i, style=style))
-            out.append(_tokens(take, takes.BARS))
+            controls = Controls(bars=takes.BARS, seed=seed + i, style=style, style_strength=strength)
+            out.append(_tokens(continue_melody(model, prime, controls), takes.BARS))
         wanted_other.append(target)
     wanted = [e.style for e in excerpts]
     return {
+        "style_strength": strength,
         "same_style": hit_rates(classifier.predict_batch(same), wanted),
         "other_style": hit_rates(classifier.predict_batch(other), wanted_other),
     }
@@ -200,9 +211,11 @@ def markdown(result: dict) -> str:
     lines += ["", "| melodies | asked style | hit rate | Irish+fiddle merged | per style |", "|---|---|---:|---:|---|"]
     real = result["real_style_recognition"]
     lines.append(_hit_line("real test continuations", "their own", real))
-    for family, rows in result["style_recognition"].items():
-        lines.append(_hit_line(family, "the prime's", rows["same_style"]))
-        lines.append(_hit_line(family, "another", rows["other_style"]))
+    for family, by_strength in result["style_recognition"].items():
+        for rows in by_strength:
+            who = f"{family}, style strength {rows['style_strength']:g}"
+            lines.append(_hit_line(who, "the prime's", rows["same_style"]))
+            lines.append(_hit_line(who, "another", rows["other_style"]))
     return "\n".join(lines)
 
 
@@ -248,16 +261,23 @@ def main(argv: list[str] | None = None) -> int:
         name = resolve_model_name(family)
         model = load_model(name)
         result["models"][family] = name
-        family_sweeps = sweeps(args.bars, ngram) + ([style_mix_sweep(classifier, args.bars)] if model.styles else [])
+        family_sweeps = sweeps(args.bars, ngram) + (style_sweeps(classifier, args.bars) if model.styles else [])
         result["sweeps"][family] = {
             sweep.control: run_sweep(model, sweep, contexts, args.bars)
             for sweep in tqdm(family_sweeps, desc=f"{name} controls", file=sys.stderr)
         }
-        result["style_recognition"][family] = style_recognition(model, classifier, style_excerpts, args.seed)
+        result["style_recognition"][family] = [
+            style_recognition(model, classifier, style_excerpts, args.seed, strength)
+            for strength in sorted({1.0, Controls().style_strength})
+        ]
     for key, field in (("spearman", "spearman_means"), ("spearman_per_prime", "spearman_per_prime"),
                        ("spearman_takes", "spearman_takes")):  # fmt: skip
         result[key] = {f: {c: r[field] for c, r in rows.items()} for f, rows in result["sweeps"].items()}
-    result["style_hit_rate"] = {f: r["same_style"]["hit_rate"] for f, r in result["style_recognition"].items()}
+    default = Controls().style_strength  # the headline: what the app and CLI do unless told otherwise
+    result["style_hit_rate"] = {
+        f: next(r["same_style"]["hit_rate"] for r in rows if r["style_strength"] == default)
+        for f, rows in result["style_recognition"].items()
+    }
     result["real_style_accuracy"] = result["real_style_recognition"]["hit_rate"]
     result["seconds"] = round(time.perf_counter() - started, 1)
     print(markdown(result))

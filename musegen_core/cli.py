@@ -79,6 +79,20 @@ def _parser() -> argparse.ArgumentParser:
 
     style_parser = commands.add_parser("style-classifier", help="train or evaluate the independent style classifier")
     style_classifier_train.add_arguments(style_parser)
+
+    from musegen_core.models import manage  # fine-tuning from feedback, model versions and promotion
+    from musegen_core.training import finetune
+
+    finetune_parser = commands.add_parser("finetune", help="fine-tune a model on rater feedback into a new version")
+    finetune.add_arguments(finetune_parser)
+    finetune_parser.set_defaults(run=finetune.run)
+    models_parser = commands.add_parser("models", help="installed models and versions: list, promote, rollback")
+    manage.add_arguments(models_parser)
+
+    from musegen_core.feedback import commands as feedback_commands  # SQLAlchemy is imported only when one runs
+
+    feedback = commands.add_parser("feedback", help="the feedback database: dataset export, statistics, upgrade")
+    feedback_commands.add_arguments(feedback)
     return parser
 
 
@@ -94,6 +108,7 @@ def _add_control_arguments(parser: argparse.ArgumentParser) -> None:
     add("--style", default=None, help="style for style-conditioned models (default: any style)")
     add("--mix-style", default=None, help="a second style to blend in (with --mix)")
     add("--mix", type=float, default=0.0, help="weight of --mix-style, 0–1")
+    add("--style-strength", type=float, default=1.0, help="0–4: 1 as trained, higher leans harder on --style")
     add("--mood", choices=sorted(MOODS), default=None, help="sets --valence and --energy (which then fine-tune it)")
     add("--valence", type=float, default=None, help="-1 sad … +1 happy")
     add("--energy", type=float, default=None, help="-1 calm … +1 energetic")
@@ -114,8 +129,9 @@ def _controls(args: argparse.Namespace) -> Controls:
 
     values = {
         "bars": args.bars, "temperature": args.temperature, "top_p": args.top_p, "seed": args.seed,
-        "style": args.style, "mix_style": args.mix_style, "mix": args.mix, "density": args.density,
-        "complexity": args.complexity, "key": args.key, "mode": args.mode, "tempo_bpm": args.tempo,
+        "style": args.style, "mix_style": args.mix_style, "mix": args.mix, "style_strength": args.style_strength,
+        "density": args.density, "complexity": args.complexity, "key": args.key, "mode": args.mode,
+        "tempo_bpm": args.tempo,
         "scale_pull": 1.0 if args.in_scale else args.scale_pull,
     }  # fmt: skip
     optional = {"low": args.low, "high": args.high, "valence": args.valence, "energy": args.energy}

@@ -18,9 +18,11 @@ and on the step's position in the bar, so every family applies it the same way (
   towards the major (v > 0) or minor (v < 0) third, sixth and seventh of the tonic (`VALENCE_NATS · v`); e adds
   `ENERGY_NATS · e` to every NOTE_ON and, unless a tempo is set, scales the tempo by `1 + TEMPO_PER_ENERGY · e`.
 
-Style and style mixes are conditioning (the models' style embeddings, mixed by weight); temperature and top-p act on
-the sampling distribution; bars, tempo and seed shape the request. `refused_controls` says which knobs a model
-honours; the UI disables the others.
+Style and style mixes are conditioning (the models' style embeddings, mixed by weight), and *style strength* is
+classifier-free guidance: each step's logits = any-style logits + strength × (styled − any-style logits), so 1 is
+plain conditioning and higher pushes harder towards the asked style (it does nothing without one); temperature and
+top-p act on the sampling distribution; bars, tempo and seed shape the request. `refused_controls` says which knobs
+a model does not honour; the UI disables those.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ MAX_BARS = 64
 TEMPERATURE_RANGE = (0.05, 5.0)
 MAX_SEED = 2**31 - 1
 TEMPO_RANGE = (20.0, 300.0)
+STYLE_STRENGTH_RANGE = (0.0, 4.0)
 MIN_RANGE_SEMITONES = 5  # narrower leaves little to choose from; any 5-semitone span holds a note of every scale
 
 DENSITY_NATS = 2.5
@@ -62,7 +65,7 @@ MINOR_DEGREES = (3, 8, 10)
 MOODS = {"happy": (1.0, 0.5), "sad": (-1.0, -0.5), "calm": (0.0, -1.0), "energetic": (0.5, 1.0)}  # (valence, energy)
 
 STEERING = ("density", "complexity", "pitch_range", "key_mode", "mood")
-ALL_CONTROLS = ("style", "style_mix", *STEERING, "temperature", "top_p", "bars", "tempo", "seed")
+ALL_CONTROLS = ("style", "style_mix", "style_strength", *STEERING, "temperature", "top_p", "bars", "tempo", "seed")
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,7 @@ class Controls:
     style: str | None = None  # one of the model's styles; None = any
     mix_style: str | None = None  # a second style to blend in …
     mix: float = 0.0  # … with this weight (0 = only `style`, 1 = only `mix_style`)
+    style_strength: float = 2.0  # 0–4: 1 as trained, above 1 classifier-free guidance towards the style (needs one)
     density: float = 0.0  # −1 sparser … +1 busier
     complexity: float = 0.0  # −1 plainer rhythm … +1 more syncopated
     low: int = encoding.MIN_PITCH  # lowest MIDI pitch a new note may have
@@ -98,6 +102,7 @@ class Controls:
             check_real(name, getattr(self, name), -1.0, 1.0)
         for name in ("mix", "scale_pull"):
             check_real(name, getattr(self, name), 0.0, 1.0)
+        check_real("style_strength", self.style_strength, *STYLE_STRENGTH_RANGE)
         check_whole("low", self.low, encoding.MIN_PITCH, encoding.MAX_PITCH)
         check_whole("high", self.high, encoding.MIN_PITCH, encoding.MAX_PITCH)
         if self.high - self.low < MIN_RANGE_SEMITONES:
@@ -203,7 +208,7 @@ def refused_controls(family: str, styles: tuple[str, ...]) -> dict[str, str]:
     refused = dict(FAMILY_REFUSALS.get(family, {}))
     if not styles:
         why = f"this {family} model was trained without style labels"
-        refused |= {"style": why, "style_mix": why}
+        refused |= {"style": why, "style_mix": why, "style_strength": why}
     return refused
 
 

@@ -82,6 +82,7 @@ def continue_melody(
         generator=torch.Generator().manual_seed(int(controls.seed)),
         style=style,
         steering=steering_table(controls, *_meter_steps(melody), key_of(melody)),
+        guidance=controls.style_strength,
     )
     melody = replace(melody, tempo_bpm=steered_tempo(controls, melody.tempo_bpm))
     start_beats = start_step / encoding.STEPS_PER_BEAT

@@ -32,6 +32,10 @@ STRENGTH_HELP = (
     "The line above the result says how much of your melody survived and which style the classifier hears."
 )
 NO_MOOD = "no particular mood"
+STRENGTH_OF_STYLE_HELP = (
+    "How hard the model leans on the chosen style: 1 as trained, higher makes the style clearer, 0 ignores it. "
+    "Does nothing with 'any style'."
+)
 PITCHES = list(range(MIN_PITCH, MAX_PITCH + 1))
 COMPLEXITY_HELP = "−1 notes on the beat … +1 more syncopation (notes between the beats)."
 SCALE_HELP = "0: free. 1: every new note in the key's scale (Key and Mode above)."
@@ -111,23 +115,31 @@ def continue_form(state: ui.ComposeState, info: ModelInfo, piece: Piece, name: s
         left, middle, right = st.columns(3)
         with left:
             style = style_picker(info)
-        mix_style = middle.selectbox(
+        strength = middle.slider(
+            "Style strength", 0.0, 4.0, asked.style_strength, 0.25, disabled="style_strength" in refused,
+            help=refused.get("style_strength", STRENGTH_OF_STYLE_HELP),
+        )  # fmt: skip
+        mood = right.selectbox("Mood", [NO_MOOD, *MOODS], help="Happy/sad pull towards major/minor; calm/energetic "
+                               "change how busy and how fast it is.")  # fmt: skip
+        left, middle, right = st.columns(3)
+        mix_style = left.selectbox(
             "Blend with", [None, *info.styles], format_func=lambda s: "—" if s is None else s.replace("_", " "),
             disabled="style_mix" in refused, help=refused.get("style_mix", "A second style to mix in."),
         )  # fmt: skip
-        mix = right.slider("Blend", 0.0, 1.0, asked.mix, 0.05, disabled="style_mix" in refused, help="0: only Style.")
-        mood = left.selectbox("Mood", [NO_MOOD, *MOODS], help="Happy/sad pull towards major/minor; calm/energetic "
-                              "change how busy and how fast it is.")  # fmt: skip
-        density = middle.slider("Note density", -1.0, 1.0, asked.density, 0.1, help="−1 sparser … +1 busier.")
-        complexity = right.slider("Rhythmic complexity", -1.0, 1.0, asked.complexity, 0.1, help=COMPLEXITY_HELP)
+        mix = middle.slider("Blend", 0.0, 1.0, asked.mix, 0.05, disabled="style_mix" in refused, help="0: only Style.")
+        density = right.slider("Note density", -1.0, 1.0, asked.density, 0.1, help="−1 sparser … +1 busier.")
+        left, middle, right = st.columns(3)
         key = left.selectbox(
             "Key", [None, *PITCH_NAMES], format_func=lambda k: f"melody's ({melody_key.name})" if k is None else k
         )
         mode = middle.selectbox("Mode", [None, *SCALES], format_func=lambda m: "melody's" if m is None else m)
         scale_pull = right.slider("Stay in key", 0.0, 1.0, asked.scale_pull, 0.1, help=SCALE_HELP)
-        low, high = st.select_slider(
+        left, right = st.columns([2, 1])
+        low, high = left.select_slider(
             "Pitch range of new notes", options=PITCHES, value=(asked.low, asked.high), format_func=pitch_name
         )
+        complexity = right.slider("Rhythmic complexity", -1.0, 1.0, asked.complexity, 0.1, help=COMPLEXITY_HELP)
+        left, middle, right = st.columns(3)
         bars = left.slider("Bars to add", 1, 32, min(asked.bars, 32))
         temperature = middle.slider(
             "Temperature", 0.1, 2.0, asked.temperature, 0.05, disabled="temperature" in refused,
@@ -137,6 +149,7 @@ def continue_form(state: ui.ComposeState, info: ModelInfo, piece: Piece, name: s
             "Top-p", 0.5, 1.0, max(asked.top_p, 0.5), 0.01, disabled="top_p" in refused,
             help=refused.get("top_p", TOP_P_HELP),
         )  # fmt: skip
+        left, middle, _ = st.columns(3)
         tempo = left.number_input("Tempo (bpm)", 20.0, 300.0, asked.tempo_bpm, placeholder=f"{piece.tempo_bpm:g}")
         with middle:
             seed = seed_input(asked.seed)
@@ -144,8 +157,8 @@ def continue_form(state: ui.ComposeState, info: ModelInfo, piece: Piece, name: s
     if submitted:
         values = dict(
             bars=bars, temperature=temperature, top_p=top_p, seed=seed, style=style, mix_style=mix_style,
-            mix=mix if mix_style else 0.0, density=density, complexity=complexity, low=low, high=high, key=key,
-            mode=mode, scale_pull=scale_pull, tempo_bpm=tempo,
+            mix=mix if mix_style else 0.0, style_strength=strength, density=density, complexity=complexity, low=low,
+            high=high, key=key, mode=mode, scale_pull=scale_pull, tempo_bpm=tempo,
         )  # fmt: skip
         controls = Controls.with_mood(mood, **values) if mood != NO_MOOD else Controls(**values)
         state.takes_made += 1

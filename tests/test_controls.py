@@ -214,4 +214,42 @@ def test_models_without_styles_refuse_only_the_style_controls_and_say_why():
     assert set(refused_controls("gan", ("irish",))) == {"temperature", "top_p"}  # measured: no effect on the GAN
     assert set(refused_controls("vae", ("irish",))) == {"style_mix"}
     refused = refused_controls("lstm", ())
-    assert set(refused) == {"style", "style_mix"} and "without style labels" in refused["style"]
+    assert set(refused) == {"style", "style_mix", "style_strength"} and "without style labels" in refused["style"]
+
+
+# Style strength is classifier-free guidance: 1 = plain conditioning, 0 = the "any style" model.
+
+
+def test_guidance_mixes_logits_as_documented():
+    from musegen_core.models.sampling import guided
+
+    styled, plain = torch.tensor([2.0, 0.0]), torch.tensor([1.0, 1.0])
+    assert torch.equal(guided(styled, plain, 1.0), styled) and torch.equal(guided(styled, plain, 0.0), plain)
+    assert torch.equal(guided(styled, plain, 3.0), torch.tensor([4.0, -2.0]))
+    assert torch.equal(guided(styled, None, 3.0), styled)
+
+
+STYLED_FAMILIES = {
+    "lstm": lambda: MelodyLSTM(replace(LSTM_PRESETS["lstm-tiny"], styles=("irish", "bach_chorale"))),
+    "transformer": lambda: MelodyTransformer(
+        replace(TRANSFORMER_PRESETS["transformer-tiny"], styles=("irish", "bach_chorale"))
+    ),
+    "vae": lambda: MelodyVAE(replace(VAE_PRESETS["vae-tiny"], styles=("irish", "bach_chorale"))),
+    "gan": lambda: MelodyGAN(replace(GAN_PRESETS["gan-tiny"], styles=("irish", "bach_chorale"))),
+}
+
+
+@pytest.mark.parametrize("family", sorted(STYLED_FAMILIES))
+def test_style_strength_zero_is_any_style_one_is_plain_and_more_differs(family):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = STYLED_FAMILIES[family]().eval()
+
+    def notes(**values) -> tuple:
+        return continue_melody(model, prime(), Controls(bars=2, seed=5, **values)).generated.parts[0].notes
+
+    any_style = notes()
+    assert notes(style="irish", style_strength=0.0) == any_style
+    plain = notes(style="irish", style_strength=1.0)
+    assert notes(style="irish", style_strength=4.0) != plain
+    assert notes(style_strength=3.0) == any_style  # no style: nothing to lean on

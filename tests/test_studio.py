@@ -52,5 +52,5 @@ def test_abilities_name_the_controls_and_modes_a_model_honours():
     assert "Not: style mix (the VAE's decoder" in abilities(vae) and "restyle" in abilities(vae)
     plain = ModelInfo("l", "lstm", "1", "", (), commercial_use_cleared=True)
     line = abilities(plain)
-    assert line.startswith("Honours: density") and "Not: style, style mix (this lstm model was trained without" in line
+    assert line.startswith("Honours: density") and "Not: style, style mix, style strength (this lstm model was" in line
     assert line.endswith("Modes: continue.")

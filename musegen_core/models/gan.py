@@ -28,7 +28,7 @@ from torch.nn import functional as F
 from musegen_core import encoding
 from musegen_core.models import sampling
 from musegen_core.models.config import StrictConfig
-from musegen_core.models.style import Style, StyleEmbedding, style_rows
+from musegen_core.models.style import Style, StyleEmbedding, style_rows, unconditioned_rows
 
 FAMILY = "gan"
 BAR = 16  # steps per generated chunk: one bar of 4/4 or 2/2
@@ -112,6 +112,7 @@ class MelodyGAN(nn.Module):
         generator: torch.Generator | None = None,
         style: Style = None,
         steering: torch.Tensor | None = None,
+        guidance: float = 1.0,
     ) -> torch.Tensor:
         """Sample `steps` tokens continuing `context`, chunk by chunk (a chunk starts at every bar line and after 16
         steps; see the module docstring), each conditioned on the 16 tokens before it.
@@ -124,6 +125,8 @@ class MelodyGAN(nn.Module):
             generator: seeded CPU generator for z and the token draws; same seed and inputs → same tokens.
             style: index into `self.styles`, a `StyleMix` of two, or None for any style.
             steering: (positions, vocab) logit biases by position in bar (`controls.steering_table`), or None.
+            guidance: classifier-free guidance towards `style` (`sampling.guided`; 1 = plain conditioning), with the
+                same noise for the styled and the "any style" pass.
 
         Returns:
             (steps,) int64 tokens on the CPU.
@@ -131,6 +134,7 @@ class MelodyGAN(nn.Module):
         if len(positions) != len(context) + steps or len(context) < 1:
             raise ValueError(f"need ≥ 1 context token and len(context) + steps positions (received {len(positions)})")
         rows = style_rows(self.style_embedding, style, FAMILY, self.head.weight.device)
+        any_rows = unconditioned_rows(self.style_embedding, style, guidance, self.head.weight.device)
         history = torch.cat([torch.full((BAR,), encoding.REST, dtype=torch.int64), context.cpu()])
         device = self.head.weight.device
         chosen, done = [], 0
@@ -138,6 +142,9 @@ class MelodyGAN(nn.Module):
         for length in chunk_lengths(generated):
             noise = torch.randn(1, self.config.noise_dim, generator=generator)
             logits = self(history[None, -BAR:].to(device), noise.to(device), rows)[0, :length].float().cpu()
+            if any_rows is not None:
+                plain = self(history[None, -BAR:].to(device), noise.to(device), any_rows)[0, :length].float().cpu()
+                logits = sampling.guided(logits, plain, guidance)
             bias = None if steering is None else steering[generated[done : done + length]]
             logits = sampling.shape(logits, temperature, top_p, bias)
             tokens = sampling.sample(logits, generator)

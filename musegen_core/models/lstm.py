@@ -20,7 +20,7 @@ from torch import nn
 from musegen_core import encoding
 from musegen_core.models import sampling
 from musegen_core.models.config import StrictConfig
-from musegen_core.models.style import Style, StyleEmbedding, style_rows
+from musegen_core.models.style import Style, StyleEmbedding, style_rows, unconditioned_rows
 
 FAMILY = "lstm"
 
@@ -107,6 +107,7 @@ class MelodyLSTM(nn.Module):
         generator: torch.Generator | None = None,
         style: Style = None,
         steering: torch.Tensor | None = None,
+        guidance: float = 1.0,
     ) -> torch.Tensor:
         """Sample `steps` tokens that continue `context` (call on a model in eval mode, as `load_checkpoint` gives).
 
@@ -119,6 +120,7 @@ class MelodyLSTM(nn.Module):
             style: index into `self.styles`, a `StyleMix` of two, or None for any style (the only choice without
                 styles).
             steering: (positions, vocab) logit biases by position in bar (`controls.steering_table`), or None.
+            guidance: classifier-free guidance towards `style` (`sampling.guided`; 1 = plain conditioning).
 
         Returns:
             (steps,) int64 tokens on the CPU.
@@ -128,16 +130,29 @@ class MelodyLSTM(nn.Module):
         device = self.head.weight.device
         rows = style_rows(self.style_embedding, style, FAMILY, device)
         context, positions = context.to(device), positions.to(device)
-        logits, (h, c) = self(context[None], positions[None, 1 : len(context) + 1], styles=rows)  # whole context
-        stepper, state = _Stepper(self, rows), (list(h[:, 0]), list(c[:, 0]))
+        reader = _Reader(self, context, positions, rows)
+        any_rows = unconditioned_rows(self.style_embedding, style, guidance, device)
+        plain = _Reader(self, context, positions, any_rows) if any_rows is not None else None
         chosen = torch.empty(steps, dtype=torch.int64)
-        last = logits[0, -1]
         for step in range(steps):
             bias = sampling.steering_row(steering, int(positions[len(context) + step]))
-            chosen[step] = token = sampling.next_token(last, temperature, top_p, generator, bias)
+            logits = sampling.guided(reader.last, plain.last if plain else None, guidance)
+            chosen[step] = token = sampling.next_token(logits, temperature, top_p, generator, bias)
             if step + 1 < steps:
-                last = stepper.step(token, int(positions[len(context) + step + 1]), state)
+                for each in (reader, plain) if plain else (reader,):
+                    each.advance(token, int(positions[len(context) + step + 1]))
         return chosen
+
+
+class _Reader:
+    """One sequence being sampled under one style row: the last step's logits and the recurrent state."""
+
+    def __init__(self, model: MelodyLSTM, context, positions, rows: torch.Tensor | None) -> None:
+        logits, (h, c) = model(context[None], positions[None, 1 : len(context) + 1], styles=rows)  # whole context
+        self.stepper, self.state, self.last = _Stepper(model, rows), (list(h[:, 0]), list(c[:, 0])), logits[0, -1]
+
+    def advance(self, token: int, position: int) -> None:
+        self.last = self.stepper.step(token, position, self.state)
 
 
 class _Stepper:

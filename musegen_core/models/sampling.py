@@ -59,6 +59,15 @@ def next_token(
     return int(sample(shape(logits.float().cpu(), temperature, top_p, steering), generator))
 
 
+def guided(conditioned: torch.Tensor, unconditioned: torch.Tensor | None, guidance: float) -> torch.Tensor:
+    """Classifier-free guidance: `unconditioned + guidance × (conditioned − unconditioned)` — 1 is plain conditioning,
+    above 1 pushes further towards the condition (the style), 0 ignores it. None (no condition) returns
+    `conditioned` unchanged."""
+    if unconditioned is None:
+        return conditioned
+    return unconditioned + guidance * (conditioned - unconditioned)
+
+
 def steering_row(steering: torch.Tensor | None, position: int) -> torch.Tensor | None:
     """Row `position` of a (positions, vocab) steering table (positions past its end share the last row)."""
     if steering is None:

@@ -69,6 +69,16 @@ class StyleEmbedding(nn.Module):
         return self.table(rows)
 
 
+def unconditioned_rows(
+    embedding: StyleEmbedding | None, style: Style, guidance: float, device: torch.device
+) -> torch.Tensor | None:
+    """The "any style" rows classifier-free guidance compares against, or None when guidance is off (1), there is no
+    style asked for, or the model has no styles."""
+    if guidance == 1 or style is None or embedding is None:
+        return None
+    return embedding.rows(None, device)
+
+
 def style_rows(
     embedding: StyleEmbedding | None, style: Style, family: str, device: torch.device
 ) -> torch.Tensor | None:

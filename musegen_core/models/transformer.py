@@ -29,7 +29,7 @@ from torch.nn import functional as F
 from musegen_core import encoding
 from musegen_core.models import sampling
 from musegen_core.models.config import StrictConfig
-from musegen_core.models.style import Style, StyleEmbedding, style_rows
+from musegen_core.models.style import Style, StyleEmbedding, style_rows, unconditioned_rows
 
 FAMILY = "transformer"
 
@@ -227,6 +227,7 @@ class MelodyTransformer(nn.Module):
         generator: torch.Generator | None = None,
         style: Style = None,
         steering: torch.Tensor | None = None,
+        guidance: float = 1.0,
         use_cache: bool = True,
     ) -> torch.Tensor:
         """Sample `steps` tokens that continue `context` (call on a model in eval mode, as `load_checkpoint` gives).
@@ -240,6 +241,7 @@ class MelodyTransformer(nn.Module):
             style: index into `self.styles`, a `StyleMix` of two, or None for any style (the only choice without
                 styles).
             steering: (positions, vocab) logit biases by position in bar (`controls.steering_table`), or None.
+            guidance: classifier-free guidance towards `style` (`sampling.guided`; 1 = plain conditioning).
             use_cache: False re-reads the whole sequence every step (same tokens, ~6× slower: for tests/benches).
 
         Returns:
@@ -251,19 +253,39 @@ class MelodyTransformer(nn.Module):
         rows = style_rows(self.style_embedding, style, FAMILY, device)
         tokens = torch.cat([context, torch.zeros(steps, dtype=torch.int64)]).to(device)
         positions = positions.to(device)
-        cache = KVCache(self.config, 1, device, self.head.weight.dtype) if use_cache else None
-        logits, _ = self(tokens[None, :known], positions[None, 1 : known + 1], rows, cache)  # prefill
-        last, stepper = logits[0, -1], _Stepper(self, rows) if use_cache else None
+        readers = [_Reader(self, tokens, positions, known, rows, use_cache)]
+        any_rows = unconditioned_rows(self.style_embedding, style, guidance, device)
+        if any_rows is not None:
+            readers.append(_Reader(self, tokens, positions, known, any_rows, use_cache))
         chosen = torch.empty(steps, dtype=torch.int64)
         for step in range(steps):
             bias = sampling.steering_row(steering, int(positions[known]))
-            chosen[step] = tokens[known] = token = sampling.next_token(last, temperature, top_p, generator, bias)
+            logits = sampling.guided(readers[0].last, readers[1].last if len(readers) > 1 else None, guidance)
+            chosen[step] = tokens[known] = token = sampling.next_token(logits, temperature, top_p, generator, bias)
             known += 1
-            if step + 1 < steps and stepper is not None:
-                last = stepper.step(token, int(positions[known]), cache)
-            elif step + 1 < steps:  # no cache: read the whole sequence again
-                last = self(tokens[None, :known], positions[None, 1 : known + 1], rows)[0][0, -1]
+            if step + 1 < steps:
+                for reader in readers:
+                    reader.advance(token, tokens, positions, known)
         return chosen
+
+
+class _Reader:
+    """One sequence being sampled under one style row: the last step's logits, and its KV cache (or none: then
+    every step reads the whole sequence again)."""
+
+    def __init__(self, model: MelodyTransformer, tokens, positions, known: int, rows, use_cache: bool) -> None:
+        weight = model.head.weight
+        self.model, self.rows = model, rows
+        self.cache = KVCache(model.config, 1, weight.device, weight.dtype) if use_cache else None
+        logits, _ = model(tokens[None, :known], positions[None, 1 : known + 1], rows, self.cache)  # prefill
+        self.last, self.stepper = logits[0, -1], _Stepper(model, rows) if use_cache else None
+
+    def advance(self, token: int, tokens, positions, known: int) -> None:
+        """Read `token`, the last of the first `known` tokens."""
+        if self.stepper is not None:
+            self.last = self.stepper.step(token, int(positions[known]), self.cache)
+        else:
+            self.last = self.model(tokens[None, :known], positions[None, 1 : known + 1], self.rows)[0][0, -1]
 
 
 class _Stepper:

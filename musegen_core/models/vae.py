@@ -24,7 +24,7 @@ from musegen_core import encoding
 from musegen_core.models import sampling
 from musegen_core.models.config import StrictConfig
 from musegen_core.models.lstm import _cell
-from musegen_core.models.style import Style, StyleEmbedding, style_rows
+from musegen_core.models.style import Style, StyleEmbedding, style_rows, unconditioned_rows
 
 FAMILY = "vae"
 WINDOW = 32  # sixteenth steps per latent window
@@ -149,15 +149,20 @@ class MelodyVAE(nn.Module):
         style: Style = None,
         greedy: bool = False,
         steering: torch.Tensor | None = None,
+        guidance: float = 1.0,
     ) -> torch.Tensor:
         """Decode one (latent,) z into (len(positions),) tokens, autoregressively (greedy = most likely token after
-        steering; `style` and `steering` as in `generate`)."""
+        steering; `style`, `steering` and `guidance` as in `generate`)."""
         device = self.head.weight.device
         stepper = _Stepper(self, z.to(device), style_rows(self.style_embedding, style, FAMILY, device))
+        any_rows = unconditioned_rows(self.style_embedding, style, guidance, device)
+        plain = _Stepper(self, z.to(device), any_rows) if any_rows is not None else None
         chosen = torch.empty(len(positions), dtype=torch.int64)
         previous = START
         for step in range(len(positions)):
             row = stepper.step(previous, int(positions[step]))
+            if plain is not None:
+                row = sampling.guided(row, plain.step(previous, int(positions[step])), guidance)
             bias = sampling.steering_row(steering, int(positions[step]))
             if greedy:
                 previous = int((row.float().cpu() + (0 if bias is None else bias)).argmax())
@@ -186,6 +191,7 @@ class MelodyVAE(nn.Module):
         generator: torch.Generator | None = None,
         style: Style = None,
         steering: torch.Tensor | None = None,
+        guidance: float = 1.0,
     ) -> torch.Tensor:
         """Continue `context` by `steps` tokens, one WINDOW at a time: each window is decoded from the last
         WINDOW steps' μ plus `config.continue_noise` × temperature × unit Gaussian (the same interface as
@@ -199,8 +205,9 @@ class MelodyVAE(nn.Module):
             size = min(WINDOW, steps - done)
             where = positions[len(tokens) : len(tokens) + size]
             window = self.sample_window(
-                z, where, temperature=temperature, top_p=top_p, generator=generator, style=style, steering=steering
-            )
+                z, where, temperature=temperature, top_p=top_p, generator=generator, style=style, steering=steering,
+                guidance=guidance,
+            )  # fmt: skip
             tokens, done = torch.cat([tokens, window]), done + size
         return tokens[len(context) :]
 
