@@ -108,7 +108,7 @@ def _add_control_arguments(parser: argparse.ArgumentParser) -> None:
     add("--style", default=None, help="style for style-conditioned models (default: any style)")
     add("--mix-style", default=None, help="a second style to blend in (with --mix)")
     add("--mix", type=float, default=0.0, help="weight of --mix-style, 0–1")
-    add("--style-strength", type=float, default=1.0, help="0–4: 1 as trained, higher leans harder on --style")
+    add("--style-strength", type=float, default=None, help="0–4: 1 as trained, higher leans harder on --style (2)")
     add("--mood", choices=sorted(MOODS), default=None, help="sets --valence and --energy (which then fine-tune it)")
     add("--valence", type=float, default=None, help="-1 sad … +1 happy")
     add("--energy", type=float, default=None, help="-1 calm … +1 energetic")
@@ -129,12 +129,12 @@ def _controls(args: argparse.Namespace) -> Controls:
 
     values = {
         "bars": args.bars, "temperature": args.temperature, "top_p": args.top_p, "seed": args.seed,
-        "style": args.style, "mix_style": args.mix_style, "mix": args.mix, "style_strength": args.style_strength,
-        "density": args.density, "complexity": args.complexity, "key": args.key, "mode": args.mode,
-        "tempo_bpm": args.tempo,
+        "style": args.style, "mix_style": args.mix_style, "mix": args.mix, "density": args.density,
+        "complexity": args.complexity, "key": args.key, "mode": args.mode, "tempo_bpm": args.tempo,
         "scale_pull": 1.0 if args.in_scale else args.scale_pull,
     }  # fmt: skip
     optional = {"low": args.low, "high": args.high, "valence": args.valence, "energy": args.energy}
+    optional["style_strength"] = args.style_strength  # unset: the Controls default
     values.update({name: value for name, value in optional.items() if value is not None})
     return Controls.with_mood(args.mood, **values) if args.mood else Controls(**values)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,8 +81,11 @@ def make_take(
     return Take(number, continuation, info, controls.seed, settings, prime_name)
 
 
-def rating_for(take: Take, stars: int, comment: str = "") -> Rating:
-    """The rating record for a take: stars 1–5, with prime and result stored as MIDI."""
+def rating_for(
+    take: Take, stars: int, comment: str = "", *, tags: Iterable[str] = (), rater: str | None = None
+) -> Rating:
+    """The rating record for a take: stars 1–5, with prime and result stored as MIDI; optional tags (from
+    `feedback.TAGS`) and rater (a chosen name or an anonymous per-browser id)."""
     return Rating(
         stars=stars,
         comment=comment.strip(),
@@ -92,6 +96,8 @@ def rating_for(take: Take, stars: int, comment: str = "") -> Rating:
         prime_name=take.prime_name,
         prime_midi=piece_to_midi(take.continuation.prime),
         generated_midi=piece_to_midi(take.continuation.generated),
+        tags=tuple(tags),
+        rater=rater,
     )
 
 

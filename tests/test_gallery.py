@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import tomllib
 from dataclasses import replace
 from pathlib import Path
 
@@ -63,7 +64,8 @@ def test_built_in_tunes_load_through_the_abc_reader() -> None:
 
 
 def test_built_in_tunes_are_package_data() -> None:
-    assert 'musegen_core = ["data/*.abc"]' in (ROOT / "pyproject.toml").read_text()
+    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert "data/*.abc" in package_data["musegen_core"]
     assert gallery.builtin_data().startswith(b"%abc")
 
 

@@ -101,7 +101,7 @@ def test_non_root_user_gets_the_exact_apt_line_and_nothing_is_touched(extra_args
         listed = apt_lines[0].group(1).split()
         assert FAKE_PACKAGE in listed
         # Only what is really missing is listed (python3.11-venv may be, when Debian's python3.11 lacks ensurepip).
-        for pkg in ("libfluidsynth3", "chromium"):
+        for pkg in ("libfluidsynth3", "chromium", "postgresql"):
             assert (pkg in listed) == (not _installed(pkg)), out
         assert not any(_installed(pkg) for pkg in listed), out
         assert "pip install" not in out
