@@ -191,10 +191,12 @@ def check_real(name: str, value: object, low: float, high: float) -> None:
         raise ControlError(f"{name} must be a number within {low:g} and {high:g} (received {value!r})")
 
 
-FAMILY_REFUSALS = {  # measured by bench/controls.py (bench/results/controls.json): no monotonic effect
+FAMILY_REFUSALS = {  # measured by bench/controls.py (bench/results/controls.json): no monotonic effect. Generation
+    # applies a refused style strength as 1 (plain conditioning); the other refused knobs simply change nothing.
     "gan": {
         "temperature": "the GAN's outputs are nearly one-hot, so temperature changes nothing measurable",
         "top_p": "the GAN's outputs are nearly one-hot, so top-p changes nothing measurable",
+        "style_strength": "guidance does not make the GAN's style clearer, and it costs likeness to real tunes",
     },
     "vae": {"style_mix": "the VAE's decoder hears too little of a blended style for a blend to change the result"},
 }

@@ -21,6 +21,7 @@ from musegen_core.controls import (
     check_real,
     check_whole,
     key_of,
+    refused_controls,
     steered_tempo,
     steering_table,
 )
@@ -82,11 +83,16 @@ def continue_melody(
         generator=torch.Generator().manual_seed(int(controls.seed)),
         style=style,
         steering=steering_table(controls, *_meter_steps(melody), key_of(melody)),
-        guidance=controls.style_strength,
+        guidance=_guidance(model, controls),
     )
     melody = replace(melody, tempo_bpm=steered_tempo(controls, melody.tempo_bpm))
     start_beats = start_step / encoding.STEPS_PER_BEAT
     return Continuation(melody, _generated_piece(melody, new.numpy(), start_beats), start_beats)
+
+
+def _guidance(model: MelodyModel, controls: Controls) -> float:
+    """The style strength, or plain conditioning (1) for a family that refuses it (`controls.FAMILY_REFUSALS`)."""
+    return 1.0 if "style_strength" in refused_controls(model.family, model.styles) else controls.style_strength
 
 
 def _merged(controls: Controls | None, values: dict) -> Controls:
