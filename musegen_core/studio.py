@@ -30,7 +30,7 @@ class Take:
     continuation: Continuation
     model: ModelInfo
     seed: int
-    controls: dict[str, Any]  # every field of `Controls`, plus part_index and tune_index
+    controls: dict[str, Any]  # every field of `Controls`, part/tune index, where the take starts and the pickup
     prime_name: str
 
     @property
@@ -77,7 +77,8 @@ def make_take(
 ) -> Take:
     """Continue the chosen part of `prime` with `model` under `controls`."""
     continuation = continue_melody(model, prime, controls, part_index=part_index)
-    settings = {**controls.as_dict(), "part_index": part_index, "tune_index": tune_index}
+    layout = {"start_beats": continuation.start_beats, "pickup_beats": continuation.prime.pickup_beats}  # for MIDI
+    settings = {**controls.as_dict(), "part_index": part_index, "tune_index": tune_index, **layout}
     return Take(number, continuation, info, controls.seed, settings, prime_name)
 
 

@@ -1,4 +1,8 @@
-"""Shared fixtures: the feedback database on SQLite and on a real, throwaway PostgreSQL server.
+"""Shared fixtures: every test's own user-models folder, and the feedback database on SQLite and on a real,
+throwaway PostgreSQL server.
+
+A developer's fine-tuned versions and promotions (`~/.local/share/musegen/models`) must never leak into a test, so
+`MUSEGEN_USER_MODELS_DIR` points at an empty folder per test (tests that need versions make them there).
 
 `db_url` is parametrized over both backends, so every test that takes it runs twice. The PostgreSQL server is
 started once per test session, only when a test asks for it: `initdb` + `pg_ctl` from Debian's `postgresql`
@@ -26,6 +30,11 @@ import pytest
 
 PG_BIN_GLOB = "/usr/lib/postgresql/*/bin"
 PG_SUPERUSER = "musegen"
+
+
+@pytest.fixture(autouse=True)
+def _private_user_models(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MUSEGEN_USER_MODELS_DIR", str(tmp_path_factory.mktemp("user-models")))
 
 
 def _pg_bindir() -> Path | None:
