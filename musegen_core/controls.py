@@ -198,7 +198,6 @@ FAMILY_REFUSALS = {  # measured by bench/controls.py (bench/results/controls.jso
         "top_p": "the GAN's outputs are nearly one-hot, so top-p changes nothing measurable",
         "style_strength": "guidance does not make the GAN's style clearer, and it costs likeness to real tunes",
     },
-    "vae": {"style_mix": "the VAE's decoder hears too little of a blended style for a blend to change the result"},
 }
 
 
