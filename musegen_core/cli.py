@@ -93,6 +93,11 @@ def _parser() -> argparse.ArgumentParser:
 
     feedback = commands.add_parser("feedback", help="the feedback database: dataset export, statistics, upgrade")
     feedback_commands.add_arguments(feedback)
+
+    from musegen_core import admin  # hashlib only
+
+    admin_parser = commands.add_parser("admin", help="the admin secret: make its hash for MUSEGEN_ADMIN_SECRET_HASH")
+    admin.add_arguments(admin_parser)
     return parser
 
 

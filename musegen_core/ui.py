@@ -7,6 +7,7 @@ session of the server: the synthesiser, the store and the models are thread-safe
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -14,13 +15,15 @@ from typing import Any
 
 import streamlit as st
 
+from musegen_core import admin
+from musegen_core.compare import Pair, Prime, builtin_primes, make_pair, pair_spec
 from musegen_core.controls import Controls, controls_from_strings
-from musegen_core.errors import MusegenError
+from musegen_core.errors import MusegenError, StoreError
 from musegen_core.feedback import FeedbackStore
-from musegen_core.feedback.store import default_db_url
+from musegen_core.feedback.store import check_rater, default_db_url, is_anonymous_rater, new_anonymous_rater_id
 from musegen_core.formats import MusicFile, open_music_file
 from musegen_core.gallery import Gallery, make_gallery
-from musegen_core.models.registry import ModelInfo, list_models, load_model
+from musegen_core.models.registry import ModelInfo, list_models, load_model, promoted
 from musegen_core.music import Piece
 from musegen_core.render.audio import Synthesizer
 from musegen_core.studio import LatentTakes, Take
@@ -84,7 +87,7 @@ def url_controls() -> Controls:
     """Controls preset by the address bar (`?density=0.5&mood=happy&seed=3`); absurd values are reported once and
     the defaults used instead."""
     try:
-        return controls_from_strings(dict(st.query_params))
+        return controls_from_strings({k: v for k, v in st.query_params.to_dict().items() if k != RATER_PARAM})
     except MusegenError as exc:
         st.warning(f"Ignoring the settings in the address: {exc}")
         return Controls()
@@ -110,9 +113,209 @@ class ComposeState:
     take: Take | None = None
     latent: LatentTakes | None = None  # the last variations or interpolation
     saved_ratings: dict[int, int] = field(default_factory=dict)  # take number → rating id
+    prime: Prime | None = None  # the melody uploaded last (its chosen part), offered as a prime on Compare & Rate
 
 
 def compose_state() -> ComposeState:
     if "compose" not in st.session_state:
         st.session_state["compose"] = ComposeState()
     return st.session_state["compose"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Rater identity: a chosen name, else an anonymous id for this browser; kept in the session and in the address.
+
+RATER_PARAM = "rater"  # ?rater=… in the address bar: a reload of the same address keeps the rater
+_RATER, _ANONYMOUS, _NAME_BOX, _RATER_ERROR = "rater", "rater-anonymous-id", "rater-name", "rater-error"
+
+
+def rater() -> str:
+    """Who is rating in this session: the name chosen in the sidebar, else an anonymous per-browser id
+    (`anon-` + 32 hex digits). Taken from the address (`?rater=`) when the session starts, so a reload keeps it,
+    and written back there on every run (page switches drop the query string)."""
+    current = st.session_state.get(_RATER)
+    if current is None:
+        current = _rater_from_address() or _anonymous_id()
+        st.session_state[_RATER] = current
+    if st.query_params.get(RATER_PARAM) != current:
+        st.query_params[RATER_PARAM] = current
+    return current
+
+
+def _rater_from_address() -> str | None:
+    given = st.query_params.get(RATER_PARAM)
+    if not given:
+        return None
+    try:
+        name = check_rater(given)
+    except StoreError:
+        return None
+    if is_anonymous_rater(name):
+        st.session_state[_ANONYMOUS] = name
+    return name
+
+
+def _anonymous_id() -> str:
+    if _ANONYMOUS not in st.session_state:
+        st.session_state[_ANONYMOUS] = new_anonymous_rater_id()
+    return st.session_state[_ANONYMOUS]
+
+
+def _name_typed() -> None:
+    """Sidebar callback: the typed name becomes the rater; an empty box goes back to this browser's anonymous id."""
+    typed = st.session_state.get(_NAME_BOX) or ""
+    st.session_state[_RATER_ERROR] = None
+    if not typed.strip():
+        st.session_state[_RATER] = _anonymous_id()
+        return
+    try:
+        name = check_rater(typed)
+    except StoreError as exc:
+        st.session_state[_RATER_ERROR] = str(exc)
+        return
+    st.session_state[_RATER] = name
+
+
+def rater_sidebar() -> None:
+    """The sidebar box to rate under a chosen name (empty: anonymous)."""
+    current = rater()
+    if _NAME_BOX not in st.session_state:
+        st.session_state[_NAME_BOX] = "" if is_anonymous_rater(current) else current
+    st.sidebar.text_input(
+        "Your name (optional)", key=_NAME_BOX, on_change=_name_typed, max_chars=100, placeholder="anonymous",
+        help="Your ratings and votes are stored under this name; leave it empty to rate anonymously (an id kept "
+        "for this browser). The address bar keeps it (?rater=…): reload or bookmark that address to stay you.",
+    )  # fmt: skip
+    if st.session_state.get(_RATER_ERROR):
+        st.sidebar.error(st.session_state[_RATER_ERROR])
+    who = "anonymously" if is_anonymous_rater(current) else f"as **{current}**"
+    st.sidebar.caption(f"Rating {who}.")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Admin: the sidebar unlock and this session's `admin.AdminSession` (the actions check it themselves).
+
+_ADMIN, _SECRET_BOX, _ADMIN_MESSAGE = "admin", "admin-secret", "admin-message"
+
+
+def admin_session() -> admin.AdminSession:
+    """This browser session's admin state (locked until the sidebar's Unlock is given the server's secret)."""
+    if _ADMIN not in st.session_state:
+        st.session_state[_ADMIN] = admin.AdminSession()
+    return st.session_state[_ADMIN]
+
+
+def admin_unlocked() -> bool:
+    """Whether to render admin widgets at all (the actions refuse on their own when the session is locked)."""
+    return admin_session().unlocked
+
+
+def _unlock() -> None:
+    """Unlock callback: read the secret typed, clear the box at once, check it; only a verdict stays."""
+    typed = st.session_state.get(_SECRET_BOX) or ""
+    st.session_state[_SECRET_BOX] = ""
+    try:
+        ok = admin_session().unlock(typed)
+        st.session_state[_ADMIN_MESSAGE] = None if ok else "That is not the admin secret."
+    except admin.AdminError as exc:
+        st.session_state[_ADMIN_MESSAGE] = str(exc)
+
+
+def admin_sidebar() -> None:
+    """The sidebar's Admin section: why admin is off, the unlock form, or the lock button."""
+    state = admin.status()
+    session = admin_session()
+    with st.sidebar.expander("Admin", icon=":material/admin_panel_settings:", expanded=session.unlocked):
+        if state == "off":
+            st.caption(
+                "Admin actions (fine-tune, promote, roll back, export, delete) are off on this server: no admin "
+                f"secret is configured ({admin.SECRET_HASH_ENV}; see the README)."
+            )
+            return
+        if state == "invalid":
+            st.warning(
+                f"Admin actions are off: {admin.SECRET_HASH_ENV} is set but is not a valid hash. Make one with "
+                "`musegen admin hash-secret`."
+            )
+            return
+        if session.unlocked:
+            st.success("Admin unlocked for this session.")
+            st.button("Lock", key="admin-lock", on_click=session.lock)
+            return
+        with st.form("admin-unlock-form", border=False):
+            st.text_input("Admin secret", key=_SECRET_BOX, type="password", autocomplete="off")
+            st.form_submit_button("Unlock", on_click=_unlock)
+        if st.session_state.get(_ADMIN_MESSAGE):
+            st.error(st.session_state[_ADMIN_MESSAGE])
+        st.caption("Fine-tune, promote, roll back, export and delete need the admin secret; everyone can rate.")
+
+
+_SIDEBAR_DRAWN = "sidebar-drawn"
+
+
+def sidebar() -> None:
+    """What every page shows in the sidebar (app.py calls this on every run): the rater and the admin unlock."""
+    rater_sidebar()
+    admin_sidebar()
+    st.session_state[_SIDEBAR_DRAWN] = True
+
+
+def page_sidebar() -> None:
+    """For the top of a page: the sidebar, unless app.py has drawn it in this run.
+
+    Streamlit runs app.py before the page once `st.navigation` has run in the server process. Until then — a
+    fresh server whose first visitor opens a page's own address, e.g. /compare — it treats pages/ as the old
+    pages-folder app and runs the page alone; AppTest does the same on every rerun. The flag `sidebar` sets is
+    taken back here, so the next run without app.py draws the sidebar from the page.
+    """
+    if not st.session_state.pop(_SIDEBAR_DRAWN, False):
+        rater_sidebar()
+        admin_sidebar()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Compare & Rate.
+
+BUILT_IN_PRIMES = "built-in"
+
+
+@st.cache_data(show_spinner=False)
+def primes() -> list[Prime]:
+    """The built-in tunes as primes."""
+    return builtin_primes()
+
+
+@dataclass
+class CompareState:
+    """This session's Compare & Rate queue: its seed, where it is, and the pair on screen."""
+
+    queue_seed: int = field(default_factory=lambda: secrets.randbelow(2**31))
+    number: int = 0  # the pair on screen is pair `number` of the queue
+    source: str | None = None  # BUILT_IN_PRIMES or the uploaded prime's name; None: not chosen yet
+    pair: Pair | None = None
+    choice: str | None = None  # the vote given on the pair on screen (None: not yet — names stay hidden)
+    vote_id: int | None = None
+    judged: int = 0  # pairs judged in this session (skips included)
+
+
+def compare_state() -> CompareState:
+    if "compare" not in st.session_state:
+        st.session_state["compare"] = CompareState()
+    return st.session_state["compare"]
+
+
+def current_pair(state: CompareState, pool: list[Prime]) -> Pair:
+    """The pair on screen, made (both takes generated) when the queue has moved on or the primes changed."""
+    pair = state.pair
+    if pair is None or pair.spec.number != state.number or pair.spec.prime not in pool:
+        with st.spinner("Making the next pair…"):
+            spec = pair_spec(state.queue_seed, state.number, models(), promoted(), pool)
+            state.pair = make_pair(spec, model)
+            state.choice = state.vote_id = None
+    return state.pair
+
+
+def next_pair(state: CompareState) -> None:
+    state.number += 1
+    state.pair = None
+    state.choice = state.vote_id = None

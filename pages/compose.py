@@ -6,8 +6,10 @@ from __future__ import annotations
 import streamlit as st
 
 from musegen_core import ui
+from musegen_core.compare import uploaded_prime
 from musegen_core.controls import MOODS, SCALES, Controls, key_of, refused_controls
 from musegen_core.encoding import MAX_PITCH, MIN_PITCH
+from musegen_core.feedback import TAGS
 from musegen_core.formats import UPLOAD_EXTENSIONS, default_melody_part, describe_part
 from musegen_core.formats.midi import piece_to_midi
 from musegen_core.models.registry import ModelInfo
@@ -261,14 +263,20 @@ def rate(state: ui.ComposeState) -> None:
         return
     st.markdown("**How good is this take?**")
     stars = st.feedback("stars", key=f"stars-{take.number}")
+    tags = st.multiselect(
+        "Tags (optional)", list(TAGS), key=f"tags-{take.number}", placeholder="catchy, boring, wrong notes…",
+        help="; ".join(f"{tag}: {meaning}" for tag, meaning in TAGS.items()),
+    )  # fmt: skip
     comment = st.text_input("Comment (optional)", key=f"comment-{take.number}", max_chars=1000)
     if st.button("Save rating", disabled=stars is None):
-        rating_id = ui.feedback_store().add(rating_for(take, stars + 1, comment))  # st.feedback gives 0–4
+        rating = rating_for(take, stars + 1, comment, tags=tags, rater=ui.rater())  # st.feedback gives 0–4
+        rating_id = ui.feedback_store().add(rating)
         state.saved_ratings[take.number] = rating_id
         st.rerun()
 
 
 st.title("Compose")
+ui.page_sidebar()  # the rater and the admin unlock, when app.py has not drawn them
 state = ui.compose_state()
 upload = st.file_uploader("Melody file (MIDI, MusicXML, ABC)", type=list(UPLOAD_EXTENSIONS))
 if upload is None:
@@ -277,6 +285,7 @@ with ui.user_errors():
     if upload is not None:
         data = upload.getvalue()
         piece, tune, part = choose_prime(data, upload.name)
+        state.prime = uploaded_prime(piece, upload.name, part_index=part, tune_index=tune)  # for Compare & Rate
         show_prime(piece, part)
         mode = generate_controls(state, piece, upload.name, tune, part)
         source = (upload.name, tune, part)

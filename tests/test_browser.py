@@ -1,7 +1,8 @@
 """End to end in a real browser: `streamlit run` on localhost, Debian's Chromium driven by Playwright.
 
 Uploads a MIDI file, generates a continuation, checks the piano-roll and a playable WAV `<audio>` element, rates
-the take and finds the rating in the database the server wrote; opens the Style Gallery and plays a style's take.
+the take and finds the rating in the database the server wrote; opens the Style Gallery and plays a style's take;
+votes on a blind Compare & Rate pair with a keyboard shortcut.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pytest
 
 from musegen_core.feedback import FeedbackStore
 from musegen_core.formats.midi import piece_to_midi
+from musegen_core.models.registry import list_models
 from musegen_core.music import Note, Part, Piece
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -158,3 +160,30 @@ def test_style_gallery_shows_and_plays_every_style(server: tuple[str, str], page
     assert response.ok and response.body()[:4] == b"RIFF" and len(response.body()) > 44_100
     if os.environ.get("MUSEGEN_SCREENSHOTS"):
         page.screenshot(path=os.path.join(os.environ["MUSEGEN_SCREENSHOTS"], "gallery.png"), full_page=True)
+
+
+def test_compare_and_rate_votes_with_a_keyboard_shortcut(server: tuple[str, str], page) -> None:
+    url, db_url = server
+    page.goto(url)
+    page.get_by_role("link", name="Compare & Rate").click()
+    page.get_by_role("button", name="A better").wait_for()
+    page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length === 3")  # the melody, A, B
+    audio = page.locator("audio")
+    audio.nth(2).wait_for(state="attached")
+    source = audio.nth(1).get_attribute("src")
+    response = page.request.get(source if source.startswith("http") else f"{url}{source}")
+    assert response.ok and response.body()[:4] == b"RIFF"
+    shown = page.locator("body").inner_text()
+    assert not [info.name for info in list_models() if info.name in shown]  # blind until the vote
+    rater = re.search(r"[?&]rater=([^&]+)", page.url)
+    assert rater and rater.group(1).startswith("anon-")  # the anonymous id is kept in the address
+
+    page.get_by_role("heading", name="Compare & Rate").click()  # focus the page, not a text box
+    page.keyboard.press("b")  # "B better"
+    page.get_by_text("B was").wait_for()
+    [vote] = FeedbackStore(db_url).pair_votes()
+    assert vote.choice == "b" and vote.rater == rater.group(1)
+    revealed = page.locator("body").inner_text()
+    assert vote.a.model_name in revealed and vote.b.model_name in revealed
+    if os.environ.get("MUSEGEN_SCREENSHOTS"):
+        page.screenshot(path=os.path.join(os.environ["MUSEGEN_SCREENSHOTS"], "compare.png"), full_page=True)
