@@ -85,6 +85,7 @@ def show_gallery(gallery: Gallery) -> None:
 
 
 st.title("Style Gallery")
+ui.page_sidebar()  # the rater and the admin unlock, when app.py has not drawn them
 st.caption("One melody continued in every style a model knows, with the same seed: only the style changes.")
 with ui.user_errors():
     infos = [info for info in ui.models() if info.styles]
