@@ -21,7 +21,7 @@ from musegen_core.controls import Controls, controls_from_strings
 from musegen_core.errors import MusegenError, StoreError
 from musegen_core.feedback import FeedbackStore
 from musegen_core.feedback.store import check_rater, default_db_url, is_anonymous_rater, new_anonymous_rater_id
-from musegen_core.formats import MusicFile, open_music_file
+from musegen_core.formats import MusicFile, default_melody_part, describe_part, open_music_file
 from musegen_core.gallery import Gallery, make_gallery
 from musegen_core.models.registry import ModelInfo, list_models, load_model, promoted
 from musegen_core.music import Piece
@@ -81,6 +81,28 @@ def gallery(
     return make_gallery(
         model(model_name), load_tune(data, filename, tune_index), part_index=part_index, bars=bars, seed=seed
     )
+
+
+def choose_melody(data: bytes, name: str, key: str = "a") -> tuple[Piece, int, int]:
+    """Tune and melody-track pickers for an opened file (shown only when there is a choice); returns (piece, tune
+    index, part index). `key` keeps two pickers on one page apart."""
+    titles = music_file(data, name).tune_titles
+    tune = 0
+    if len(titles) > 1:
+        tune = st.selectbox(
+            "Tune", range(len(titles)), format_func=lambda i: f"{i + 1}. {titles[i]}", key=f"tune-{key}"
+        )
+    piece = load_tune(data, name, tune)
+    part = 0
+    if len(piece.parts) > 1:
+        part = st.selectbox(
+            "Melody track",
+            range(len(piece.parts)),
+            index=default_melody_part(piece),
+            format_func=lambda i: describe_part(piece.parts[i]),
+            key=f"part-{key}",
+        )
+    return piece, tune, part
 
 
 def url_controls() -> Controls:

@@ -10,7 +10,7 @@ from musegen_core.compare import uploaded_prime
 from musegen_core.controls import MOODS, SCALES, Controls, key_of, refused_controls
 from musegen_core.encoding import MAX_PITCH, MIN_PITCH
 from musegen_core.feedback import TAGS
-from musegen_core.formats import UPLOAD_EXTENSIONS, default_melody_part, describe_part
+from musegen_core.formats import UPLOAD_EXTENSIONS
 from musegen_core.formats.midi import piece_to_midi
 from musegen_core.models.registry import ModelInfo
 from musegen_core.music import PITCH_NAMES, Piece, pitch_name
@@ -47,28 +47,6 @@ MODE_HELP = (
     "as the distance slider says. Interpolate: a path of melodies from yours to a second one. Restyle: your "
     "melody's first bars turned towards another style."
 )
-
-
-def choose_prime(data: bytes, name: str, key: str = "a") -> tuple[Piece, int, int]:
-    """Tune and melody-part pickers; returns (piece, tune index, part index)."""
-    music_file = ui.music_file(data, name)
-    tune = 0
-    if len(music_file.tune_titles) > 1:
-        titles = music_file.tune_titles
-        tune = st.selectbox(
-            "Tune", range(len(titles)), format_func=lambda i: f"{i + 1}. {titles[i]}", key=f"tune-{key}"
-        )
-    piece = ui.load_tune(data, name, tune)
-    part = 0
-    if len(piece.parts) > 1:
-        part = st.selectbox(
-            "Melody track",
-            range(len(piece.parts)),
-            index=default_melody_part(piece),
-            format_func=lambda i: describe_part(piece.parts[i]),
-            key=f"part-{key}",
-        )
-    return piece, tune, part
 
 
 def show_prime(piece: Piece, part: int) -> None:
@@ -193,7 +171,7 @@ def interpolate_form(state: ui.ComposeState, info: ModelInfo, piece: Piece, name
         st.info("Upload a second melody to interpolate from yours (A) to it (B).")
         return
     data_b = upload_b.getvalue()
-    piece_b, tune_b, part_b = choose_prime(data_b, upload_b.name, key="b")
+    piece_b, tune_b, part_b = ui.choose_melody(data_b, upload_b.name, key="b")
     st.caption(f"B: {describe_piece(piece_b)}")
     with st.form("interpolate"):
         steps = st.slider("Steps", 3, 9, 5, help="Melodies on the path, A and B included.")
@@ -284,7 +262,7 @@ if upload is None:
 with ui.user_errors():
     if upload is not None:
         data = upload.getvalue()
-        piece, tune, part = choose_prime(data, upload.name)
+        piece, tune, part = ui.choose_melody(data, upload.name)
         state.prime = uploaded_prime(piece, upload.name, part_index=part, tune_index=tune)  # for Compare & Rate
         show_prime(piece, part)
         mode = generate_controls(state, piece, upload.name, tune, part)

@@ -8,7 +8,7 @@ import html
 import streamlit as st
 
 from musegen_core import ui
-from musegen_core.formats import UPLOAD_EXTENSIONS, default_melody_part, describe_part
+from musegen_core.formats import UPLOAD_EXTENSIONS
 from musegen_core.gallery import BUILTIN_FILE, Gallery, builtin_data
 from musegen_core.render.pianoroll import PRIME_COLOR, SET_COLORS, RollLayer, piano_roll
 from musegen_core.studio import describe_piece
@@ -30,19 +30,7 @@ def choose_source() -> tuple[bytes, str, int, int] | None:
             st.info("Upload a .mid, .musicxml/.xml/.mxl or .abc file, or pick a built-in tune.")
             return None
         data, name = upload.getvalue(), upload.name
-    titles = ui.music_file(data, name).tune_titles
-    tune = 0
-    if len(titles) > 1:
-        tune = st.selectbox("Tune", range(len(titles)), format_func=lambda i: titles[i])
-    piece = ui.load_tune(data, name, tune)
-    part = 0
-    if len(piece.parts) > 1:
-        part = st.selectbox(
-            "Melody track",
-            range(len(piece.parts)),
-            index=default_melody_part(piece),
-            format_func=lambda i: describe_part(piece.parts[i]),
-        )
+    _, tune, part = ui.choose_melody(data, name)
     return data, name, tune, part
 
 
