@@ -36,6 +36,7 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+BROWSER_TIMEOUT_MS = 180_000  # generous: a 2-core CI runner renders every style's take and audio before the rolls show
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium not installed (scripts/run-tests installs it)"),
@@ -75,7 +76,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
         yield url, db_url
     finally:
         server.terminate()
-        server.wait(timeout=20)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:  # a script thread still busy (e.g. a gallery being computed): stop it
+            server.kill()
+            server.wait(timeout=20)
 
 
 @pytest.fixture
@@ -85,7 +90,7 @@ def page(server: tuple[str, str]):
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(60_000)
+        page.set_default_timeout(BROWSER_TIMEOUT_MS)
         yield page
         browser.close()
 
