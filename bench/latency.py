@@ -4,7 +4,7 @@ One "click" = continue a real held-out tune for 16 bars with the shipped model +
 FluidSynth + build the plotly piano-roll (and serialise it, as Streamlit does). Reports p50/p95 over repeats after
 warm-up, per stage, and FluidSynth render speed next to `pretty_midi.PrettyMIDI.fluidsynth()` in the same run.
 
-    .venv/bin/python bench/latency.py [--repeats 30] [--model lstm-folk]
+    .venv/bin/python bench/latency.py [--repeats 30] [--models lstm,transformer,vae,gan]
 
 Prints a table and writes bench/results/latency.json.
 """
@@ -28,7 +28,7 @@ from render_speed import measure_render_speed
 
 from musegen_core.formats import load_piece
 from musegen_core.generate import continue_melody
-from musegen_core.models.registry import load_model
+from musegen_core.models.registry import load_model, resolve_model_name
 from musegen_core.music import Piece
 from musegen_core.render.audio import Synthesizer
 from musegen_core.render.pianoroll import PRIME_COLOR, TAKE_COLOR, RollLayer, piano_roll
@@ -42,11 +42,11 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def one_click(model: object, synth: Synthesizer, prime: Piece, seed: int) -> dict[str, float]:
-    """Seconds spent per stage for one Generate click."""
+def one_click(model: object, synth: Synthesizer, prime: Piece, seed: int, style: str | None) -> dict[str, float]:
+    """Seconds spent per stage for one Generate click (default controls; `style` asked or not)."""
     stages: dict[str, float] = {}
     start = time.perf_counter()
-    take = continue_melody(model, prime, bars=16, temperature=1.0, seed=seed)
+    take = continue_melody(model, prime, bars=16, temperature=1.0, seed=seed, style=style)
     stages["generate"] = time.perf_counter() - start
     mark = time.perf_counter()
     synth.render_wav(take.joined())
@@ -72,24 +72,30 @@ def timed(run: Callable[[int], dict[str, float]], repeats: int, warmup: int = 3)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=30)
-    parser.add_argument("--model", default="lstm-folk")
+    parser.add_argument("--models", default="lstm,transformer,vae,gan", help="names, or families for their promoted")
     args = parser.parse_args()
 
     torch.set_num_threads(torch.get_num_threads())
     prime = load_piece(PRIME_FILE.read_bytes(), PRIME_FILE.name, tune_index=0)
-    model, synth = load_model(args.model), Synthesizer()
-    samples = timed(lambda seed: one_click(model, synth, prime, seed), args.repeats)
-    latency = {
-        stage: {"p50_ms": 1000 * statistics.median(v), "p95_ms": 1000 * percentile(v, 0.95)}
-        for stage, v in samples.items()
-    }
-    render = measure_render_speed(continue_melody(model, prime, bars=16, seed=0).joined(), repeats=10)
+    synth = Synthesizer()
+    per_model = {}
+    for asked in args.models.split(","):
+        name = resolve_model_name(asked)
+        model = load_model(name)
+        for style in (None, "irish"):  # any style; a style at the default strength (a guidance pass where honoured)
+            samples = timed(lambda seed, m=model, s=style: one_click(m, synth, prime, seed, s), args.repeats)
+            per_model[f"{name}, {style or 'any style'}"] = {
+                stage: {"p50_ms": 1000 * statistics.median(v), "p95_ms": 1000 * percentile(v, 0.95)}
+                for stage, v in samples.items()
+            }
+    default = resolve_model_name("lstm")
+    render = measure_render_speed(continue_melody(load_model(default), prime, bars=16, seed=0).joined(), repeats=10)
     report = {
         "machine": {"cpu_count": torch.get_num_threads(), "platform": platform.platform()},
-        "model": args.model,
+        "controls": "defaults; 'any style' (no guidance pass) and 'irish' at the default style strength",
         "prime": f"{PRIME_FILE.name} tune 1 ({prime.note_count} notes)",
         "repeats": args.repeats,
-        "click_to_sound": latency,
+        "click_to_sound": per_model,
         "render_speed": render,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
@@ -98,10 +104,12 @@ def main() -> None:
 
 
 def print_table(report: dict) -> None:
-    print(f"click to sound: 16-bar continuation with {report['model']}, {report['repeats']} repeats after warm-up")
-    print("| stage | p50 ms | p95 ms |\n|---|---:|---:|")
-    for stage, values in report["click_to_sound"].items():
-        print(f"| {stage} | {values['p50_ms']:.1f} | {values['p95_ms']:.1f} |")
+    print(f"click to sound: 16-bar continuation, {report['repeats']} repeats after warm-up, p50 / p95 ms")
+    models = list(report["click_to_sound"])
+    print("| stage | " + " | ".join(models) + " |\n|---|" + "---:|" * len(models))
+    for stage in report["click_to_sound"][models[0]]:
+        cells = [report["click_to_sound"][m][stage] for m in models]
+        print(f"| {stage} | " + " | ".join(f"{c['p50_ms']:.0f} / {c['p95_ms']:.0f}" for c in cells) + " |")
     render = report["render_speed"]
     print(f"\nrender speed: prime + 16 new bars, {render['audio_seconds']} s of audio, median of {render['repeats']}")
     print("| renderer | median ms | × real time |\n|---|---:|---:|")
