@@ -93,8 +93,26 @@ def test_fast_stepper_matches_the_cached_forward(preset):
     cache = KVCache(config, 1, torch.device("cpu"), torch.float32)
     first, _ = model(tokens[:, :3], positions[:, :3], rows, cache)
     stepper = _Stepper(model, rows)
-    stepped = [stepper.step(int(tokens[0, t]), int(positions[0, t]), cache) for t in range(3, 40)]
+    stepped = [stepper.step(int(tokens[0, t]), int(positions[0, t]), cache)[0] for t in range(3, 40)]
     torch.testing.assert_close(torch.cat([first[0], torch.stack(stepped)]), expected[0], atol=1e-4, rtol=1e-4)
+
+
+@torch.inference_mode()
+def test_a_batch_of_style_rows_steps_like_each_row_alone():
+    """Guidance reads the styled and the any-style row in one batch: each must match its own single-row run."""
+    config = TransformerConfig(**{**PRESETS["transformer-tiny"].to_dict(), "styles": ("irish", "bach_chorale")})
+    model, (tokens, positions) = model_of(config), inputs(1, 20)
+
+    def run(rows: torch.Tensor) -> torch.Tensor:
+        """(steps, len(rows), vocab) logits of steps 3..19 read with one stepper over the rows."""
+        cache = KVCache(config, len(rows), torch.device("cpu"), torch.float32)
+        model(tokens[:, :3].expand(len(rows), -1), positions[:, :3].expand(len(rows), -1), rows, cache)
+        stepper = _Stepper(model, rows, len(rows))
+        return torch.stack([stepper.step(int(tokens[0, t]), int(positions[0, t]), cache) for t in range(3, 20)])
+
+    both = run(torch.tensor([1, 2]))  # bach_chorale, any style
+    torch.testing.assert_close(both[:, 0], run(torch.tensor([1]))[:, 0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(both[:, 1], run(torch.tensor([2]))[:, 0], atol=1e-5, rtol=1e-5)
 
 
 def test_a_cache_takes_one_step_at_a_time_after_the_prefill():

@@ -253,75 +253,86 @@ class MelodyTransformer(nn.Module):
         rows = style_rows(self.style_embedding, style, FAMILY, device)
         tokens = torch.cat([context, torch.zeros(steps, dtype=torch.int64)]).to(device)
         positions = positions.to(device)
-        readers = [_Reader(self, tokens, positions, known, rows, use_cache)]
         any_rows = unconditioned_rows(self.style_embedding, style, guidance, device)
-        if any_rows is not None:
-            readers.append(_Reader(self, tokens, positions, known, any_rows, use_cache))
+        reader = _Reader(self, tokens, positions, known, _stacked(self, rows, any_rows), use_cache)  # one batch
         chosen = torch.empty(steps, dtype=torch.int64)
         for step in range(steps):
             bias = sampling.steering_row(steering, int(positions[known]))
-            logits = sampling.guided(readers[0].last, readers[1].last if len(readers) > 1 else None, guidance)
+            logits = sampling.guided(reader.last[0], reader.last[1] if any_rows is not None else None, guidance)
             chosen[step] = tokens[known] = token = sampling.next_token(logits, temperature, top_p, generator, bias)
             known += 1
             if step + 1 < steps:
-                for reader in readers:
-                    reader.advance(token, tokens, positions, known)
+                reader.advance(token, tokens, positions, known)
         return chosen
 
 
+def _stacked(model: MelodyTransformer, rows: torch.Tensor | None, any_rows: torch.Tensor | None):
+    """The style rows of one sampling batch: `rows` alone, or with guidance the styled row and the "any style" row
+    (as mixing weights when either is a blend)."""
+    if any_rows is None:
+        return rows
+    if rows.is_floating_point():
+        any_rows = F.one_hot(any_rows, rows.shape[1]).to(rows.dtype)
+    return torch.cat([rows, any_rows])
+
+
 class _Reader:
-    """One sequence being sampled under one style row: the last step's logits, and its KV cache (or none: then
-    every step reads the whole sequence again)."""
+    """The sequence being sampled, read under one style row per batch entry (two with guidance: styled, any style):
+    the last step's (batch, vocab) logits, and the KV cache (or none: then every step reads the whole sequence
+    again)."""
 
     def __init__(self, model: MelodyTransformer, tokens, positions, known: int, rows, use_cache: bool) -> None:
         weight = model.head.weight
-        self.model, self.rows = model, rows
-        self.cache = KVCache(model.config, 1, weight.device, weight.dtype) if use_cache else None
-        logits, _ = model(tokens[None, :known], positions[None, 1 : known + 1], rows, self.cache)  # prefill
-        self.last, self.stepper = logits[0, -1], _Stepper(model, rows) if use_cache else None
+        self.model, self.rows, self.batch = model, rows, 1 if rows is None else len(rows)
+        self.cache = KVCache(model.config, self.batch, weight.device, weight.dtype) if use_cache else None
+        logits, _ = model(*self._inputs(tokens, positions, known), rows, self.cache)  # prefill
+        self.last, self.stepper = logits[:, -1], _Stepper(model, rows, self.batch) if use_cache else None
+
+    def _inputs(self, tokens, positions, known: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return tokens[None, :known].expand(self.batch, -1), positions[None, 1 : known + 1].expand(self.batch, -1)
 
     def advance(self, token: int, tokens, positions, known: int) -> None:
         """Read `token`, the last of the first `known` tokens."""
         if self.stepper is not None:
             self.last = self.stepper.step(token, int(positions[known]), self.cache)
         else:
-            self.last = self.model(tokens[None, :known], positions[None, 1 : known + 1], self.rows)[0][0, -1]
+            self.last = self.model(*self._inputs(tokens, positions, known), self.rows)[0][:, -1]
 
 
 class _Stepper:
-    """One cached step without `nn.Module` overhead: plain matrix-vector products on (dim,) vectors, the same maths
-    as `MelodyTransformer.forward` with a cache (~3× faster on a CPU, where a step is ~80 small ops). Eval only."""
+    """One cached step without `nn.Module` overhead: plain matrix products on (batch, dim) rows, the same maths as
+    `MelodyTransformer.forward` with a cache (~3× faster on a CPU, where a step is ~80 small ops). Eval only."""
 
-    def __init__(self, model: MelodyTransformer, style_rows: torch.Tensor | None) -> None:
+    def __init__(self, model: MelodyTransformer, style_rows: torch.Tensor | None, batch: int = 1) -> None:
         config, self.model = model.config, model
-        self.tokens = model.token_embedding.weight  # (vocab, dim), the style vector added below
+        self.tokens = model.token_embedding.weight[None]  # (1 or batch, vocab, dim), the style vectors added below
         if model.style_embedding is not None:
-            self.tokens = self.tokens + model.style_embedding(style_rows, 1)
+            self.tokens = self.tokens + model.style_embedding(style_rows, batch)[:, None]
         self.heads, self.scale = config.heads, (config.dim // config.heads) ** -0.5
         self.frequencies = rope_frequencies(config.dim // config.heads, config.rope_base, self.tokens.device)
 
     def step(self, token: int, position: int, cache: KVCache) -> torch.Tensor:
-        """Read one token (with the bar position of the step to predict) into `cache`; (vocab,) next-step logits."""
-        model, dim = self.model, self.tokens.shape[1]
-        x = self.tokens[token] + model.position_embedding.weight[position]
+        """Read one token (with the bar position of the step to predict) into `cache`; (batch, vocab) logits."""
+        model, batch, dim = self.model, cache.keys.shape[1], self.tokens.shape[2]
+        x = (self.tokens[:, token] + model.position_embedding.weight[position]).expand(batch, dim)
         angles = torch.tensor([float(cache.steps)], device=self.frequencies.device) * self.frequencies  # = rope_tables
         cos, sin = angles.cos(), angles.sin()
         window = cache.keys.shape[3]
         slot, filled = cache.steps % window, min(cache.steps + 1, window)
         for layer, block in enumerate(model.blocks):
             h = _norm(x, block.attention_norm)
-            qkv = torch.mv(block.attention.qkv.weight, h).view(3, self.heads, -1)
-            (q, k), v = apply_rope(qkv[:2], cos, sin), qkv[2]  # (heads, head) each
-            cache.keys[layer, 0, :, slot], cache.values[layer, 0, :, slot] = k, v
-            keys, values = cache.keys[layer, 0, :, :filled], cache.values[layer, 0, :, :filled]  # (heads, n, head)
-            weights = torch.softmax(torch.bmm(keys, q[:, :, None]).squeeze(-1) * self.scale, dim=-1)  # (heads, n)
-            out = torch.bmm(weights[:, None], values).reshape(dim)
-            x = x + torch.mv(block.attention.proj.weight, out)
+            qkv = (h @ block.attention.qkv.weight.T).view(batch, 3, self.heads, -1)
+            (q, k), v = apply_rope(qkv[:, :2], cos, sin).unbind(1), qkv[:, 2]  # (batch, heads, head) each
+            cache.keys[layer, :, :, slot], cache.values[layer, :, :, slot] = k, v
+            keys, values = cache.keys[layer, :, :, :filled], cache.values[layer, :, :, :filled]  # (b, heads, n, head)
+            weights = torch.softmax((keys @ q[..., None]).squeeze(-1) * self.scale, dim=-1)  # (batch, heads, n)
+            out = (weights[:, :, None] @ values).reshape(batch, dim)
+            x = x + out @ block.attention.proj.weight.T
             up, down = block.mlp[0], block.mlp[2]
-            hidden = F.gelu(torch.addmv(up.bias, up.weight, _norm(x, block.mlp_norm)), approximate="tanh")
-            x = x + torch.addmv(down.bias, down.weight, hidden)
+            hidden = F.gelu(torch.addmm(up.bias, _norm(x, block.mlp_norm), up.weight.T), approximate="tanh")
+            x = x + torch.addmm(down.bias, hidden, down.weight.T)
         cache.steps += 1
-        return torch.addmv(model.head.bias, model.head.weight, _norm(x, model.norm))
+        return torch.addmm(model.head.bias, _norm(x, model.norm), model.head.weight.T)
 
 
 def _norm(x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
