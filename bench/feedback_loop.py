@@ -65,7 +65,6 @@ import itertools
 import json
 import math
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -82,6 +81,7 @@ from musegen_core.controls import Controls
 from musegen_core.evaluation import control_measures as measure
 from musegen_core.evaluation import takes
 from musegen_core.music import Piece
+from musegen_core.training.card import cpu_name
 
 RESULTS = Path(__file__).resolve().parent / "results" / "feedback_loop.json"
 EMPTY_PENALTY = 12.0  # semitones: the utility of a take with fewer than two notes is −12 (raters dislike it)
@@ -567,7 +567,7 @@ def run(args: argparse.Namespace) -> dict:
         "win_rate": votes["all"]["win_rate"],
         "nll_change_pct": 100 * nll["change"],
         "device": "cuda" if str(ft.get("device", "cpu")).startswith("cuda") else "cpu",
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "gpu_lent": False,
         "torch_threads": ft.get("torch_threads"),
         "preference": {
@@ -627,16 +627,6 @@ def run(args: argparse.Namespace) -> dict:
         "cpu_seconds": clock.cpu,
         "protocol": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
     }
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def markdown(result: dict) -> str:

@@ -10,6 +10,7 @@ from safetensors.torch import load_file, save_file
 
 from musegen_core import encoding
 from musegen_core.errors import CheckpointError
+from musegen_core.hashing import file_sha256
 from musegen_core.models import checkpoint, registry
 from musegen_core.models.lstm import PRESETS, LSTMConfig, MelodyLSTM, _Stepper
 from musegen_core.models.style import StyleMix, style_rows
@@ -120,7 +121,7 @@ def rewrite_weights(folder, state) -> None:
     """Replace the weights and update the config's sha256, so only the strict key check can object."""
     save_file(state, str(folder / "model.safetensors"))
     meta = json.loads((folder / "config.json").read_text())
-    meta["sha256"] = checkpoint._sha256(folder / "model.safetensors")
+    meta["sha256"] = file_sha256(folder / "model.safetensors")
     (folder / "config.json").write_text(json.dumps(meta))
 
 
@@ -186,7 +187,7 @@ def test_garbage_weights_are_refused(saved):
     _, folder = saved
     (folder / "model.safetensors").write_bytes(b"\x00" * 64)
     rewrite_meta = json.loads((folder / "config.json").read_text())
-    rewrite_meta["sha256"] = checkpoint._sha256(folder / "model.safetensors")
+    rewrite_meta["sha256"] = file_sha256(folder / "model.safetensors")
     (folder / "config.json").write_text(json.dumps(rewrite_meta))
     with pytest.raises(CheckpointError, match="cannot be read as safetensors"):
         checkpoint.load_checkpoint(folder)

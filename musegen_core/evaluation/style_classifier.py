@@ -37,7 +37,6 @@ generator, and the model registry leaves it out (its `config.json` is not a gene
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -53,6 +52,7 @@ from musegen_core.controls import key_fits
 from musegen_core.errors import CheckpointError
 from musegen_core.evaluation import features
 from musegen_core.evaluation.features import Notes, notes_of
+from musegen_core.hashing import file_sha256
 
 KIND = "style-classifier"  # `config.json`'s "kind"; generator checkpoints have a "family" instead
 FORMAT_VERSION = 1
@@ -234,7 +234,7 @@ class StyleClassifier:
             "styles": list(self.styles),
             "features": list(FEATURE_NAMES),
             "hidden": self.hidden,
-            "sha256": _sha256(folder / WEIGHTS),
+            "sha256": file_sha256(folder / WEIGHTS),
         }
         config |= {key: value for key, value in self.meta.items() if key not in config}
         (folder / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
@@ -261,7 +261,7 @@ class StyleClassifier:
         wrong = {key: config.get(key) for key, value in expected.items() if config.get(key) != value}
         if wrong or config.get("features") != list(FEATURE_NAMES):
             raise CheckpointError(f"{folder / CONFIG} does not match this code ({wrong or 'other features'}); retrain")
-        if not (folder / WEIGHTS).is_file() or _sha256(folder / WEIGHTS) != config.get("sha256"):
+        if not (folder / WEIGHTS).is_file() or file_sha256(folder / WEIGHTS) != config.get("sha256"):
             raise CheckpointError(f"{folder / WEIGHTS} is missing or does not match config.json's sha256")
         net = StyleNet(len(FEATURE_NAMES), len(config["styles"]), int(config["hidden"]))
         try:
@@ -277,10 +277,6 @@ def shipped_dir() -> Path:
     from musegen_core.models.registry import models_dir
 
     return models_dir() / SHIPPED_NAME
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------------------------

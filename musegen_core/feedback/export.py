@@ -36,6 +36,7 @@ from typing import Any
 
 from musegen_core.errors import StoreError
 from musegen_core.feedback.store import FeedbackStore, _pieces_of, _utc
+from musegen_core.hashing import file_sha256
 
 FORMAT = "musegen-feedback"
 FORMAT_VERSION = 1
@@ -136,8 +137,8 @@ def export_dataset(
             },
             "weighting": {"policy": "per-rater-cap", "cap": rater_cap, "rule": WEIGHTING},
             "files": {
-                RATINGS_FILE: _file_sha256(staging / RATINGS_FILE),
-                PAIRS_FILE: _file_sha256(staging / PAIRS_FILE),
+                RATINGS_FILE: file_sha256(staging / RATINGS_FILE),
+                PAIRS_FILE: file_sha256(staging / PAIRS_FILE),
             },
             "fields": FIELDS,
             "content_sha256": content_sha256(staging),
@@ -159,7 +160,7 @@ def content_sha256(folder: Path) -> str:
     """The dataset's content hash: see the module doc."""
     files = (p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
     paths = sorted((path for path in files if path != MANIFEST), key=str.encode)
-    lines = "".join(f"{_file_sha256(folder / path)}  {path}\n" for path in paths)
+    lines = "".join(f"{file_sha256(folder / path)}  {path}\n" for path in paths)
     return hashlib.sha256(lines.encode()).hexdigest()
 
 
@@ -245,11 +246,3 @@ def _write_jsonl(path: Path, records: Iterable[Mapping[str, Any]]) -> None:
     with path.open("w", encoding="utf-8", newline="\n") as handle:
         for record in records:
             handle.write(json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":")) + "\n")
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

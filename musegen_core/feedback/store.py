@@ -37,7 +37,7 @@ import os
 import re
 import secrets
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -319,15 +319,7 @@ class FeedbackStore:
                         ratings.c.rater_id == rater_id, ratings.c.prime_sha256 == prime, ratings.c.take_sha256 == take
                     )
                 )
-            if earlier is None:
-                rating_id = conn.execute(insert(ratings).values(values).returning(ratings.c.id)).scalar_one()
-            else:
-                rating_id = earlier
-                conn.execute(update(ratings).where(ratings.c.id == rating_id).values(values))
-                conn.execute(delete(rating_tags).where(rating_tags.c.rating_id == rating_id))
-            if rating.tags:
-                conn.execute(insert(rating_tags), [{"rating_id": rating_id, "tag": tag} for tag in rating.tags])
-            return rating_id
+            return _insert_or_replace(conn, ratings, rating_tags, "rating_id", earlier, values, rating.tags)
 
         return self._write("The rating could not be saved", write)
 
@@ -359,15 +351,7 @@ class FeedbackStore:
                     pair_votes.c.rater_id == rater_id, pair_votes.c.pair_key == values["pair_key"]
                 )
             )
-            if earlier is None:
-                vote_id = conn.execute(insert(pair_votes).values(values).returning(pair_votes.c.id)).scalar_one()
-            else:
-                vote_id = earlier
-                conn.execute(update(pair_votes).where(pair_votes.c.id == vote_id).values(values))
-                conn.execute(delete(pair_vote_tags).where(pair_vote_tags.c.vote_id == vote_id))
-            if vote.tags:
-                conn.execute(insert(pair_vote_tags), [{"vote_id": vote_id, "tag": tag} for tag in vote.tags])
-            return vote_id
+            return _insert_or_replace(conn, pair_votes, pair_vote_tags, "vote_id", earlier, values, vote.tags)
 
         return self._write("The vote could not be saved", write)
 
@@ -557,6 +541,22 @@ def _style_of(controls: Mapping[str, Any]) -> str | None:
 def _utc(moment: datetime) -> datetime:
     """SQLite hands back naive datetimes (stored as UTC), PostgreSQL aware ones: both become aware UTC."""
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _insert_or_replace(
+    conn: Connection, table: Any, tag_table: Any, owner: str, earlier: int | None, values: dict, tags: Sequence[str]
+) -> int:
+    """Insert a judgement, or overwrite the same rater's `earlier` one in place (it keeps its id) with its tags: the
+    latest judgement replaces the earlier. Returns the row's id."""
+    if earlier is None:
+        row_id = conn.execute(insert(table).values(values).returning(table.c.id)).scalar_one()
+    else:
+        row_id = earlier
+        conn.execute(update(table).where(table.c.id == row_id).values(values))
+        conn.execute(delete(tag_table).where(tag_table.c[owner] == row_id))
+    if tags:
+        conn.execute(insert(tag_table), [{owner: row_id, "tag": tag} for tag in tags])
+    return row_id
 
 
 def _put_piece(conn: Connection, midi: bytes) -> str:

@@ -7,7 +7,6 @@ loads the weights strictly; every mismatch raises `CheckpointError` naming what 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -20,6 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from musegen_core import encoding
 from musegen_core.errors import CheckpointError
+from musegen_core.hashing import file_sha256
 
 FORMAT_VERSION = 1
 WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "README.md"
@@ -84,7 +84,7 @@ def save_checkpoint(
             "info": info or {},
             "training": training or {},
             "metrics": metrics,
-            "sha256": _sha256(temporary / WEIGHTS),
+            "sha256": file_sha256(temporary / WEIGHTS),
         }
         (temporary / CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
         (temporary / CARD).write_text(card_text)
@@ -104,7 +104,7 @@ def write_meta(folder: Path | str, meta: dict, card_text: str) -> None:
             not load.
     """
     folder = Path(folder)
-    if not (folder / WEIGHTS).is_file() or meta.get("sha256") != _sha256(folder / WEIGHTS):
+    if not (folder / WEIGHTS).is_file() or meta.get("sha256") != file_sha256(folder / WEIGHTS):
         raise CheckpointError(f"{folder}: the new {CONFIG} must keep the sha256 of {WEIGHTS}")
     _check_versions(meta, folder / CONFIG)
     try:
@@ -177,7 +177,7 @@ def load_checkpoint(folder: Path | str) -> Checkpoint:
     weights = folder / WEIGHTS
     if not weights.is_file():
         raise CheckpointError(f"checkpoint {folder} has no {WEIGHTS}")
-    if _sha256(weights) != meta["sha256"]:
+    if file_sha256(weights) != meta["sha256"]:
         raise CheckpointError(f"{weights}: sha256 does not match config.json (file changed or corrupted)")
     config_class, module_class = families()[meta["family"]]
     try:
@@ -207,11 +207,3 @@ def _load_state_strictly(model: torch.nn.Module, weights: Path) -> None:
     if wrong:
         raise CheckpointError(f"{weights} has tensors of the wrong shape: {', '.join(wrong)}")
     model.load_state_dict(state, strict=True)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

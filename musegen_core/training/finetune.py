@@ -665,7 +665,7 @@ def _meta(args, name, loaded, examples, data, progress, device, world, started, 
     }
     kind = "cuda" if device.type == "cuda" else "cpu"
     training = {
-        "command": "musegen finetune " + shlex.join(_argv_of(args)),
+        "command": "musegen finetune " + shlex.join(_argv_of(args, data)),
         "kind": "finetune",
         "parent_command": parent_meta.get("training", {}).get("command"),
         "collections": parent_meta.get("training", {}).get("collections", []),
@@ -698,23 +698,12 @@ def _trained_parts(family: str) -> str:
     return "every weight"
 
 
-def _argv_of(args: argparse.Namespace) -> list[str]:
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    argv = []
-    for action in parser._actions:
-        value = getattr(args, action.dest, None)
-        if not action.option_strings or value is None or action.dest in {"help", "resume", "stop_at", "progress_file"}:
-            continue
-        if isinstance(value, FeedbackData):
-            value = _dataset_path(args, value)
-        if isinstance(action, argparse.BooleanOptionalAction):
-            argv.append(action.option_strings[0 if value else 1])
-        elif isinstance(action, argparse._StoreTrueAction):
-            argv += [action.option_strings[0]] if value else []
-        else:
-            argv += [action.option_strings[0], str(value)]
-    return argv
+def _argv_of(args: argparse.Namespace, data: FeedbackData) -> list[str]:
+    """The options that reproduce this run (a dataset built in code is named by its source)."""
+    from musegen_core.training.train import options_of
+
+    spelled = argparse.Namespace(**{**vars(args), "dataset": _dataset_path(args, data)})
+    return options_of(add_arguments, spelled, frozenset({"help", "resume", "stop_at", "progress_file"}))
 
 
 def _record_gate(folder: Path, verdict: gates.GateResult) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from musegen_core.models.checkpoint import _sha256
+from musegen_core.hashing import file_sha256
 
 TENSORS, STATE = "resume.safetensors", "resume.json"
 
@@ -66,7 +66,7 @@ def save(
         "param_groups": optimiser_state["param_groups"],
         "schedule": schedule.state_dict(),
         "settings": settings,
-        "sha256": _sha256(folder / TENSORS),
+        "sha256": file_sha256(folder / TENSORS),
     }
     (folder / f".{STATE}.tmp").write_text(json.dumps(state, indent=1))
     os.replace(folder / f".{STATE}.tmp", folder / STATE)
@@ -89,7 +89,7 @@ def load(
         state = json.loads((folder / STATE).read_text())
     except FileNotFoundError:
         raise SystemExit(f"--resume: no resume checkpoint in {folder} (no {STATE})") from None
-    if _sha256(folder / TENSORS) != state["sha256"]:
+    if file_sha256(folder / TENSORS) != state["sha256"]:
         raise SystemExit(f"--resume: {folder / TENSORS} does not match {STATE} (interrupted write?)")
     changed = sorted(
         k for k in settings.keys() | state["settings"].keys() if settings.get(k) != state["settings"].get(k)

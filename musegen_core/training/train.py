@@ -20,6 +20,7 @@ import math
 import shlex
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -388,12 +389,22 @@ def _training_info(
 
 def _argv_of(args: argparse.Namespace) -> list[str]:
     """The options that reproduce `args`: every option of `add_arguments` but --resume/--stop-at, spelled out."""
+    return options_of(add_arguments, args)
+
+
+def options_of(
+    add: Callable[[argparse.ArgumentParser], None],
+    args: argparse.Namespace,
+    skip: frozenset[str] = frozenset({"help", "resume", "stop_at"}),
+) -> list[str]:
+    """Command-line options that reproduce `args` for the parser `add` builds: every option whose value is set,
+    spelled out (values as `str`), except the destinations in `skip`."""
     parser = argparse.ArgumentParser()
-    add_arguments(parser)
+    add(parser)
     argv = []
     for action in parser._actions:
         value = getattr(args, action.dest, None)
-        if not action.option_strings or value is None or action.dest in {"help", "resume", "stop_at"}:
+        if not action.option_strings or value is None or action.dest in skip:
             continue
         if isinstance(action, argparse.BooleanOptionalAction):
             argv.append(action.option_strings[0 if value else 1])
