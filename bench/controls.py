@@ -15,7 +15,8 @@ fitted on the train split: how unexpected the take is to a model that shares not
 Style recognisability: an independent classifier (`evaluation/style_classifier.py`, trained on corpus features only)
 classifies 8-bar continuations of `--style-takes` test excerpts (requested style = the excerpt's) and the same
 excerpts' real next 8 bars; and, harder, continuations asked for a *different* style than the prime's — at style
-strength 1 (plain conditioning) and at the default strength (classifier-free guidance).
+strength 1 (plain conditioning), at the default strength and at the strongest (classifier-free guidance; the VAE
+also pulls its latent towards the style's centroid).
 
     .venv/bin/python bench/controls.py [--takes 50] [--bars 4] [--families lstm,transformer,vae,gan]
 
@@ -39,7 +40,7 @@ import torch
 from tqdm import tqdm
 
 from musegen_core import encoding
-from musegen_core.controls import SCALES, Controls, key_of
+from musegen_core.controls import SCALES, STYLE_STRENGTH_RANGE, Controls, key_of
 from musegen_core.evaluation import control_measures as measure
 from musegen_core.evaluation import takes
 from musegen_core.evaluation.style_classifier import StyleClassifier, confusion_matrix, style_hits
@@ -268,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         result["style_recognition"][family] = [
             style_recognition(model, classifier, style_excerpts, args.seed, strength)
-            for strength in sorted({1.0, Controls().style_strength})
+            for strength in sorted({1.0, Controls().style_strength, STYLE_STRENGTH_RANGE[1]})
         ]
     for key, field in (("spearman", "spearman_means"), ("spearman_per_prime", "spearman_per_prime"),
                        ("spearman_takes", "spearman_takes")):  # fmt: skip

@@ -68,13 +68,20 @@ def test_other_meters_are_generated_in_chunks_cut_at_bar_lines():
     assert tiny().generate(context, positions, 24, generator=torch.Generator().manual_seed(0)).shape == (24,)
 
 
-def test_bar_pairs_keep_16_step_tunes_and_pad_the_pickup():
-    tokens = np.arange(2, 2 + 36) % encoding.VOCAB_SIZE  # 4-step pickup + 2 bars
-    tune, waltz = _tune(tokens, bar_steps=16, offset_steps=12), _tune(tokens, bar_steps=12, offset_steps=0)
-    previous, bars, rows = gan_train.bar_pairs([tune, waltz], STYLES)
+def test_bar_pairs_start_where_generation_starts_chunks_in_every_meter():
+    tokens = np.arange(2, 2 + 36) % encoding.VOCAB_SIZE  # 4-step pickup, then 2 bars of 4/4 (or 2/4, 3/4 bars)
+    four_four = _tune(tokens, bar_steps=16, offset_steps=12)
+    previous, bars, rows = gan_train.bar_pairs([four_four], STYLES)
     assert previous.shape == bars.shape == (2, 16) and rows.tolist() == [0, 0]
     assert previous[0, :12].tolist() == [encoding.REST] * 12 and previous[0, 12:].tolist() == tokens[:4].tolist()
     assert bars[0].tolist() == tokens[4:20].tolist() and previous[1].tolist() == bars[0].tolist()
+    two_four = gan_train.bar_pairs([_tune(tokens, bar_steps=8, offset_steps=4)], STYLES)[1]
+    assert [bar[0] for bar in two_four.tolist()] == tokens[[4, 12, 20]].tolist()  # every bar line, grids overlap
+    waltz_positions = encoding.bar_positions(36, 12, 0)
+    waltz = gan_train.bar_pairs([_tune(tokens, bar_steps=12, offset_steps=0)], STYLES)[1]
+    assert [bar[0] for bar in waltz.tolist()] == tokens[[0, 12]].tolist()  # the chunk at 24 has no 16 steps left
+    generated_chunks = gan.chunk_lengths(list(waltz_positions))
+    assert gan_train.chunk_starts(waltz_positions) == list(np.cumsum([0, *generated_chunks[:-1]]))
 
 
 def _tune(tokens: np.ndarray, bar_steps: int, offset_steps: int) -> Tune:
@@ -130,3 +137,41 @@ def test_shipped_model_continues_a_4_4_prime_by_two_bars():
     again = continue_melody(model, prime, bars=2, seed=3, style="irish")
     assert take.start_beats == 8.0 and take.generated.parts[0].notes == again.generated.parts[0].notes
     assert all(8.0 <= n.start_beats < 16.0 for n in take.generated.parts[0].notes)
+
+
+def _two_register_pairs(count: int) -> list[torch.Tensor]:
+    """Toy bar pairs whose style is plain from the notes: style 0 plays low pitches, style 1 high ones."""
+    rng = np.random.default_rng(0)
+    rows = torch.from_numpy(rng.integers(0, 2, count))
+    low = rng.integers(2, 12, (count, 2 * gan.BAR))
+    pitches = torch.from_numpy(low) + 30 * rows[:, None]
+    tokens = torch.where(torch.arange(2 * gan.BAR) % 4 == 0, encoding.NOTE_ON + pitches, encoding.HOLD)
+    return [tokens[:, : gan.BAR], tokens[:, gan.BAR :], rows]
+
+
+def test_style_loss_counts_only_rows_that_name_one_style():
+    config = replace(gan.PRESETS["gan-tiny"], styles=STYLES)
+    critic = gan.Critic(config)
+    previous = gan_train.one_hot(torch.randint(0, config.vocab_size, (3, gan.BAR)), config)
+    bar = gan_train.one_hot(torch.randint(0, config.vocab_size, (3, gan.BAR)), config)
+    assert gan_train.style_loss(critic, previous, bar, torch.tensor([2, 2, 2])) == 0  # all "any style"
+    assert gan_train.style_loss(critic, previous, bar, None) == 0
+    assert gan_train.style_loss(critic, previous, bar, torch.tensor([0, 1, 2])) > 0
+    with pytest.raises(ValueError, match="no styles"):
+        gan.Critic(gan.PRESETS["gan-tiny"]).style_logits(previous, bar)
+
+
+def test_auxiliary_style_loss_teaches_the_generator_to_play_the_asked_style():
+    torch.manual_seed(0)
+    config = replace(gan.PRESETS["gan-tiny"], styles=STYLES)
+    generator, critic = gan.MelodyGAN(config), gan.Critic(config)
+    optimiser = torch.optim.Adam([*generator.parameters(), *critic.parameters()], lr=1e-3, betas=(0.5, 0.9))
+    train, valid = _two_register_pairs(512), _two_register_pairs(128)
+    args, rng = argparse.Namespace(batch_size=32, style_dropout=0.1), np.random.default_rng(1)
+    before = gan_train.style_accuracy(generator, critic, *valid)
+    for _ in range(260):
+        gan_train.critic_step(generator, critic, optimiser, *gan_train._batch(train, rng, args, len(STYLES)))
+        gan_train.generator_step(generator, critic, optimiser, *gan_train._batch(train, rng, args, len(STYLES)))
+    after = gan_train.style_accuracy(generator, critic, *valid)
+    assert after["style_accuracy_real"] > 0.95 and after["style_accuracy_generated"] > 0.9
+    assert after["style_accuracy_generated"] > before["style_accuracy_generated"] + 0.3

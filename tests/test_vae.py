@@ -17,6 +17,7 @@ from musegen_core.generate import VARIATION_BARS, _latent_windows, continue_melo
 from musegen_core.models.checkpoint import load_checkpoint, save_checkpoint, write_meta
 from musegen_core.models.lstm import PRESETS as LSTM_PRESETS
 from musegen_core.models.lstm import MelodyLSTM
+from musegen_core.models.style import StyleMix
 from musegen_core.models.vae import PRESETS, START, WINDOW, MelodyVAE, VAEConfig, _Stepper, slerp
 from musegen_core.music import Key, Note, Part, Piece, TimeSignature
 from musegen_core.training import card, train
@@ -317,3 +318,14 @@ def test_fast_decoder_steps_match_the_teacher_forced_decoder(layers):
         stepper = _Stepper(model, z, torch.tensor([0]))
         stepped = torch.stack([stepper.step(int(t), int(p)) for t, p in zip(previous, positions, strict=True)])
     assert torch.allclose(stepped, logits[0], atol=1e-5)
+
+
+def test_style_strength_pulls_the_latent_towards_the_asked_style_centroid(tiny):
+    centroids = ((1.0,) * tiny.config.latent, (-1.0,) * tiny.config.latent)
+    model = MelodyVAE(replace(tiny.config, style_centroids=centroids)).eval()
+    z = torch.zeros(tiny.config.latent)
+    assert torch.equal(model.style_pull(z, 0, 1.0), z) and torch.equal(model.style_pull(z, None, 4.0), z)
+    assert torch.allclose(model.style_pull(z, 0, 4.0), torch.full_like(z, 0.5))  # half-way at the strongest
+    assert torch.allclose(model.style_pull(z, 1, 2.5), torch.full_like(z, -0.25))
+    assert torch.allclose(model.style_pull(z, StyleMix(0, 1, 0.25), 4.0), torch.full_like(z, 0.25))
+    assert torch.equal(tiny.style_pull(z, 0, 4.0), z)  # no measured centroids: nothing to pull towards

@@ -7,14 +7,16 @@ over the token vocabulary at each of the 16 steps (a relaxed one-hot grid: softm
     conditioner:  previous bar (16,) tokens → embeddings + step embeddings → conv1d × 2  → features (C, 16)
     generator:    [z ; style ; mean of features] → linear → (C, 16) ; concat features → conv1d × 3 → logits (16, vocab)
     critic:       (previous bar one-hot, bar relaxed one-hot, style) → conv1d × 3 → linear → score   (training only)
+                  asked with the "any style" row, a second linear head names the bar's style (AC-GAN, training only)
 
 Only the generator and conditioner are shipped; the critic lives in the training run. There is no likelihood
 (`has_likelihood = False`). `generate` samples bar by bar, each step's token drawn from the generator's softmax
 (temperature and top-p as for the other families), then conditions the next bar on the sampled one.
 
-Meters: training uses tunes whose bar is 16 steps (4/4, 2/2). Other meters are handled by chunking: every bar line
-starts a chunk, a chunk is at most 16 steps long and is cut to what is left of the bar (3/4 and 6/8: one 12-step chunk;
-6/4, 12/8: 16 + 8). Downbeats stay on chunk starts, but the model never saw those meters' accent patterns.
+Meters: a chunk starts at every bar line and 16 steps into bars longer than 16; the generator always writes 16 steps
+and the chunk's length of them is kept (2/4: 8, 3/4 and 6/8: 12, 6/4: 16 + 8). Training pairs are cut at the same
+chunk starts in every meter (`training/gan_train.bar_pairs`), so the model has seen each meter's accent patterns.
+(The v1 checkpoint was trained on 4/4 and 2/2 tunes only.)
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from musegen_core.models.config import StrictConfig
 from musegen_core.models.style import Style, StyleEmbedding, style_rows, unconditioned_rows
 
 FAMILY = "gan"
-BAR = 16  # steps per generated chunk: one bar of 4/4 or 2/2
+BAR = 16  # steps the generator writes per chunk: one bar of 4/4 or 2/2, at most one bar of other meters
 
 
 @dataclass(frozen=True)
@@ -168,7 +170,11 @@ def chunk_lengths(positions: list[int]) -> list[int]:
 
 
 class Critic(nn.Module):
-    """WGAN critic over (previous bar, bar, style): unbounded score, higher = more like a real bar. Training only."""
+    """WGAN critic over (previous bar, bar, style): unbounded score, higher = more like a real bar. Training only.
+
+    With styles it also has an auxiliary classifier head (AC-GAN, Odena et al. 2017): `style_logits` reads the
+    features of a bar given the "any style" row, so it must tell the style from the notes alone; the generator is
+    trained to make it name the requested style (see `training/gan_train.py`)."""
 
     def __init__(self, config: GANConfig) -> None:
         super().__init__()
@@ -187,6 +193,7 @@ class Critic(nn.Module):
             nn.LeakyReLU(0.2),
         )
         self.score = nn.Linear(width * BAR // 2, 1)
+        self.style_head = nn.Linear(width * BAR // 2, len(config.styles)) if config.styles else None
 
     def features(self, previous: torch.Tensor, bar: torch.Tensor, styles: torch.Tensor | None = None) -> torch.Tensor:
         """(batch, width · 8) features of (batch, 16, vocab) one-hot `previous` and relaxed one-hot `bar`."""
@@ -200,6 +207,12 @@ class Critic(nn.Module):
     def forward(self, previous: torch.Tensor, bar: torch.Tensor, styles: torch.Tensor | None = None) -> torch.Tensor:
         """(batch,) critic scores."""
         return self.score(self.features(previous, bar, styles))[:, 0]
+
+    def style_logits(self, previous: torch.Tensor, bar: torch.Tensor) -> torch.Tensor:
+        """(batch, styles) logits of which style the (previous bar, bar) pairs are in, judged without a style."""
+        if self.style_head is None:
+            raise ValueError("this critic has no styles to name")
+        return self.style_head(self.features(previous, bar, None))
 
 
 def gradient_penalty(
