@@ -212,7 +212,7 @@ def test_a_style_mix_is_between_its_two_styles(folk):
 def test_models_without_styles_refuse_only_the_style_controls_and_say_why():
     assert refused_controls("lstm", ("irish", "bach_chorale")) == {}
     assert set(refused_controls("gan", ("irish",))) == {"temperature", "top_p", "style_strength"}  # measured
-    assert refused_controls("vae", ("irish",)) == {}
+    assert set(refused_controls("vae", ("irish",))) == {"top_p"}  # measured: under 0.15 bits, not monotonic
     refused = refused_controls("lstm", ())
     assert set(refused) == {"style", "style_mix", "style_strength"} and "without style labels" in refused["style"]
 
