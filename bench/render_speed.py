@@ -1,17 +1,24 @@
-"""FluidSynth render speed: our `Synthesizer` next to `pretty_midi.PrettyMIDI.fluidsynth()` on the same music.
+"""FluidSynth render speed: our `Synthesizer` next to `pretty_midi.PrettyMIDI.fluidsynth()` on the same music,
+and our render speed with every SoundFont installed here.
 
 The music is Bach's chorale BWV 66.6 from music21's corpus (4 parts), loaded with `musegen_core.formats`.
-Each method is warmed up once, then timed `--repeats` times; the table gives the median.
+Each method is warmed up once, then timed `--repeats` times; the tables give the median.
+
+Per SoundFont (`soundfonts.installed_soundfonts()`: TimGM6mb always, FluidR3 GM and MuseScore General where their
+Debian packages are installed): the one-off load time, then × real time (audio seconds per second of rendering) of
+the engine dry (`Synthesizer.render`), with reverb and chorus, and of the whole `render_uncached` path with the
+default settings (loudness normalisation and fades included).
 
     .venv/bin/python bench/render_speed.py [--repeats 10]
 
-Prints a table and writes bench/results/render_speed.json. `measure_render_speed(piece, repeats)` is importable
-(bench/latency.py uses it).
+Prints Markdown tables and writes bench/results/render_speed.json. `measure_render_speed(piece, repeats)` is
+importable (bench/latency.py uses it).
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import platform
 import statistics
@@ -28,7 +35,16 @@ import pretty_midi
 
 from musegen_core.formats import load_piece
 from musegen_core.music import Piece
-from musegen_core.render.audio import DEFAULT_SOUNDFONT, SAMPLE_RATE, TAIL_SECONDS, Synthesizer
+from musegen_core.render.audio import (
+    DEFAULT_SOUNDFONT,
+    EFFECTS_TAIL_SECONDS,
+    SAMPLE_RATE,
+    TAIL_SECONDS,
+    RenderSettings,
+    Synthesizer,
+    render_uncached,
+)
+from musegen_core.render.soundfonts import SoundFont, installed_soundfonts
 
 RESULTS = Path(__file__).resolve().parent / "results" / "render_speed.json"
 CHORALE = "bach/bwv66.6"
@@ -100,6 +116,43 @@ def measure_render_speed(piece: Piece, repeats: int = 10) -> dict[str, Any]:
     }
 
 
+def measure_soundfont_speed(piece: Piece, repeats: int = 10) -> list[dict[str, Any]]:
+    """Per installed SoundFont: load time (s) and median render time (s) and × real time of three paths.
+
+    Paths: `dry` (the engine, no effects), `effects` (reverb + chorus, with their longer tail) and `mastered`
+    (`render_uncached` with the default settings: normalised to -18 LUFS, faded; its SoundFont is loaded once by
+    the warm-up call).
+    """
+    return [_soundfont_row(soundfont, piece, repeats) for soundfont in installed_soundfonts()]
+
+
+def _soundfont_row(soundfont: SoundFont, piece: Piece, repeats: int) -> dict[str, Any]:
+    start = time.perf_counter()
+    synth = Synthesizer(soundfont.path)
+    load_s = time.perf_counter() - start
+    dry_seconds = piece.duration_seconds + TAIL_SECONDS
+    paths: dict[str, tuple[Callable[[], object], float]] = {
+        "dry": (lambda: synth.render(piece), dry_seconds),
+        "effects": (lambda: synth.render(piece, effects=True), piece.duration_seconds + EFFECTS_TAIL_SECONDS),
+        "mastered": (lambda: render_uncached(piece, RenderSettings(soundfont=soundfont.id)), dry_seconds),
+    }
+    try:
+        medians = {name: (median_seconds(action, repeats), seconds) for name, (action, seconds) in paths.items()}
+    finally:
+        synth.close()
+    return {
+        "id": soundfont.id,
+        "label": soundfont.label,
+        "file": soundfont.path.name,
+        "size_mb": round(soundfont.path.stat().st_size / 2**20, 1),
+        "load_s": round(load_s, 3),
+        **{
+            name: {"median_s": round(median, 5), "x_realtime": round(seconds / median, 1)}
+            for name, (median, seconds) in medians.items()
+        },
+    }
+
+
 def load_chorale() -> Piece:
     path = Path(str(music21.corpus.getWork(CHORALE)))
     return load_piece(path.read_bytes(), path.name)
@@ -110,24 +163,39 @@ def print_table(report: dict[str, Any]) -> None:
     piece = report["piece"]
     print(f"{piece['title']}: {piece['parts']} parts, {piece['notes']} notes, {report['audio_seconds']} s")
     print(f"of audio; median of {report['repeats']} renders after warm-up\n")
-    print(f"{'method':<24}{'median s':>10}{'× real time':>13}{'time / ours':>14}")
+    print("| method | median s | × real time | time / ours |\n|---|---|---|---|")
     for name, row in report["methods"].items():
-        print(f"{name:<24}{row['median_s']:>10.4f}{row['x_realtime']:>13.1f}{row['median_s'] / ours:>14.2f}")
+        print(f"| {name} | {row['median_s']:.4f} | {row['x_realtime']:.1f} | {row['median_s'] / ours:.2f} |")
     print(
         f"\nspeed ratio ours / pretty_midi: {report['speedup_vs_pretty_midi']}× faster "
         f"({report['speedup_vs_pretty_midi_preloaded']}× against a pre-loaded synth); "
-        f"SoundFont load once: {report['soundfont_load_s'] * 1000:.0f} ms"
+        f"SoundFont load once: {report['soundfont_load_s'] * 1000:.0f} ms\n"
     )
+    print("| SoundFont | file | MB | load s | dry × real time | reverb + chorus × real time | normalised × real time |")
+    print("|---|---|---|---|---|---|---|")
+    for row in report["soundfonts"]:
+        speeds = " | ".join(f"{row[path]['x_realtime']:.0f}" for path in ("dry", "effects", "mastered"))
+        print(f"| {row['label']} | {row['file']} | {row['size_mb']:g} | {row['load_s']:.2f} | {speeds} |")
+
+
+def _libfluidsynth_version() -> str:
+    version = ctypes.CDLL(fluidsynth.lib).fluid_version_str
+    version.restype = ctypes.c_char_p
+    return version().decode()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=10, help="timed renders per method (default 10)")
     args = parser.parse_args()
-    report = measure_render_speed(load_chorale(), args.repeats)
+    chorale = load_chorale()
+    report = measure_render_speed(chorale, args.repeats)
+    report["soundfonts"] = measure_soundfont_speed(chorale, args.repeats)
     report["piece"]["title"] = report["piece"]["title"] or CHORALE
     report["machine"] = {"python": platform.python_version(), "cpu": platform.processor() or platform.machine()}
-    report["versions"] = {name: metadata.version(name) for name in ("pyfluidsynth", "pretty_midi", "numpy")}
+    report["versions"] = {
+        name: metadata.version(name) for name in ("pyfluidsynth", "pretty_midi", "numpy", "pyloudnorm")
+    } | {"libfluidsynth": _libfluidsynth_version()}
     print_table(report)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")

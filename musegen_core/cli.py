@@ -55,6 +55,27 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument("--wav", type=Path, default=None, help="also render the result to this WAV file")
     generate.set_defaults(run=_generate)
 
+    render = commands.add_parser("render", help="render a melody file to audio (WAV, or MP3 by the --out suffix)")
+    render.add_argument("file", type=Path)
+    render.add_argument("--out", type=Path, required=True, help="OUT.wav or OUT.mp3")
+    render.add_argument(
+        "--soundfont", default=None, help="an installed SoundFont id (timgm6mb, fluidr3_gm, musescore_general) or, "
+        "where MUSEGEN_ALLOW_USER_SOUNDFONTS=1, a .sf2/.sf3 path (default: the embedded TimGM6mb)",
+    )  # fmt: skip
+    render.add_argument("--program", type=int, default=None, help="General MIDI instrument 0–127 for every part")
+    render.add_argument("--tempo", type=float, default=None, help="play at this tempo (bpm) instead of the file's")
+    render.add_argument("--effects", action="store_true", help="reverb and chorus")
+    render.add_argument("--no-normalize", action="store_true", help="keep the raw level (default: −18 LUFS)")
+    render.add_argument("--tune", type=int, default=0, help="tune index in a multi-tune ABC file")
+    render.set_defaults(run=_render)
+
+    export = commands.add_parser("export", help="convert a melody file to MIDI, MusicXML or ABC")
+    export.add_argument("file", type=Path)
+    export.add_argument("--format", required=True, choices=["midi", "musicxml", "mxl", "abc"], dest="fmt")
+    export.add_argument("--out", type=Path, required=True)
+    export.add_argument("--tune", type=int, default=0, help="tune index in a multi-tune ABC file")
+    export.set_defaults(run=_export)
+
     from musegen_core.training import corpus  # numpy + tqdm only; music21 is imported when a collection is built
 
     data = commands.add_parser("data", help="the training corpus")
@@ -197,10 +218,32 @@ def _generate(args: argparse.Namespace) -> int:
     args.out.write_bytes(piece_to_midi(result.joined()))
     print(f"wrote {args.out} ({len(result.generated.parts[0].notes)} new notes over {args.bars} bars)")
     if args.wav:
-        from musegen_core.render.audio import Synthesizer
+        from musegen_core.render.audio import render
 
-        args.wav.write_bytes(Synthesizer().render_wav(result.joined()))
-        print(f"wrote {args.wav}")
+        rendered = render(result.joined())
+        args.wav.write_bytes(rendered.wav)
+        print(f"wrote {args.wav}" + (f" ({rendered.message})" if rendered.truncated else ""))
+    return 0
+
+
+def _render(args: argparse.Namespace) -> int:
+    from musegen_core.render.audio_export import render_file
+
+    rendered = render_file(
+        args.file, args.out, args.soundfont, args.program, tune=args.tune, tempo_bpm=args.tempo,
+        effects=args.effects, normalize=not args.no_normalize,
+    )  # fmt: skip
+    print(f"wrote {args.out} ({rendered.seconds:.1f} s, {rendered.soundfont})")
+    if rendered.truncated:
+        print(rendered.message)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from musegen_core.formats.export import export_file
+
+    piece = export_file(args.file, args.fmt, args.out, tune_index=args.tune)
+    print(f"wrote {args.out} ({piece.note_count} notes, {len(piece.parts)} part{'s' * (len(piece.parts) != 1)})")
     return 0
 
 

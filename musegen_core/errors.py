@@ -19,6 +19,10 @@ class RenderError(MusegenError):
     """Audio could not be rendered (SoundFont or synthesiser problem)."""
 
 
+class SoundFontError(RenderError):
+    """A SoundFont is not installed, not allowed on this server, too large, or not a well-formed SF2/SF3 file."""
+
+
 class ControlError(MusegenError):
     """A generation control (bars, temperature, seed, ...) is out of range."""
 

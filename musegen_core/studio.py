@@ -7,19 +7,23 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from musegen_core import encoding
 from musegen_core.controls import ALL_CONTROLS, Controls, refused_controls
+from musegen_core.errors import FormatError
 from musegen_core.evaluation.control_measures import contour_similarity, rhythm_similarity
 from musegen_core.evaluation.style_classifier import StyleClassifier
 from musegen_core.feedback import Rating
+from musegen_core.formats.export import EXPORT_FORMATS, export_piece, takes_zip
 from musegen_core.formats.midi import piece_to_midi
 from musegen_core.generate import Continuation, Restyled, continue_melody, interpolate, restyle, variations
 from musegen_core.models.registry import ModelInfo
 from musegen_core.music import Part, Piece
+from musegen_core.render.audio import RenderSettings, render
+from musegen_core.render.audio_export import encode_mp3
 
 
 @dataclass(frozen=True)
@@ -135,18 +139,29 @@ class LatentTakes:
 
     def laid_out(self, gap_bars: int = 1) -> list[Piece]:
         """The pieces moved to play one after another, `gap_bars` bars of rest between them."""
-        bar = self.pieces[0].time_signature.bar_beats
-        moved, start = [], 0.0
-        for piece in self.pieces:
-            moved.append(piece.shifted(start))
-            start += (max(1, math.ceil(piece.end_beats / bar - 1e-9)) + gap_bars) * bar
-        return moved
+        return laid_out(self.pieces, gap_bars)
 
     def in_a_row(self, gap_bars: int = 1) -> Piece:
         """All pieces in one part, one after another (to hear the whole set in one go)."""
-        first = self.pieces[0].parts[0]
-        notes = tuple(note for piece in self.laid_out(gap_bars) for note in piece.parts[0].notes)
-        return self.pieces[0].with_parts((Part(first.name, notes, first.program, first.is_drum),))
+        return in_a_row(self.pieces, gap_bars)
+
+
+def laid_out(pieces: Sequence[Piece], gap_bars: int = 1) -> list[Piece]:
+    """`pieces` moved to play one after another, each from a bar line, `gap_bars` bars of rest between them (bars
+    of the first piece's meter)."""
+    bar = pieces[0].time_signature.bar_beats
+    moved, start = [], 0.0
+    for piece in pieces:
+        moved.append(piece.shifted(start))
+        start += (max(1, math.ceil(piece.end_beats / bar - 1e-9)) + gap_bars) * bar
+    return moved
+
+
+def in_a_row(pieces: Sequence[Piece], gap_bars: int = 1) -> Piece:
+    """The first part of every piece in one part, one after another (`laid_out`): to hear takes back to back."""
+    first = pieces[0].parts[0]
+    notes = tuple(note for piece in laid_out(pieces, gap_bars) for note in piece.parts[0].notes)
+    return pieces[0].with_parts((Part(first.name, notes, first.program, first.is_drum),))
 
 
 def make_variations(
@@ -238,3 +253,41 @@ def restyle_summary(result: Restyled, style: str) -> str:
 def style_classifier() -> StyleClassifier:
     """The shipped style classifier, loaded once per process."""
     return StyleClassifier.load()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Downloads and listening to several takes.
+
+
+@dataclass(frozen=True)
+class Download:
+    """One file offered for download."""
+
+    label: str  # the button's text, e.g. "MusicXML"
+    data: bytes
+    file_name: str
+    mime: str
+
+
+def downloads(piece: Piece, stem: str, settings: RenderSettings) -> tuple[list[Download], list[str]]:
+    """`piece` as MIDI, MusicXML, ABC (where ABC can hold it), WAV and MP3 (rendered with `settings`), named
+    `stem.<ext>`; and a sentence for each format left out and why."""
+    files, left_out = [], []
+    for label, fmt in (("MIDI", "midi"), ("MusicXML", "musicxml"), ("ABC", "abc")):
+        try:
+            data = export_piece(piece, fmt)
+        except FormatError as error:
+            left_out.append(f"No {label}: {error}")
+            continue
+        spec = EXPORT_FORMATS[fmt]
+        files.append(Download(label, data, stem + spec.extension, spec.mime))
+    rendered = render(piece, settings)
+    files.append(Download("WAV", rendered.wav, f"{stem}.wav", "audio/wav"))
+    files.append(Download("MP3", encode_mp3(rendered.audio, rendered.sample_rate), f"{stem}.mp3", "audio/mpeg"))
+    return files, left_out
+
+
+def takes_archive(takes: list[Take], settings: RenderSettings) -> bytes:
+    """Every take (prime + continuation) in one zip: MIDI, MusicXML, ABC where possible and WAV per take."""
+    named = [(f"take {take.number} {take.model.name} seed {take.seed}", take.continuation.joined()) for take in takes]
+    return takes_zip(named, [render(piece, settings).wav for _, piece in named])

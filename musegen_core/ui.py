@@ -1,21 +1,26 @@
 """The one UI-support module: cached shared resources, typed session state and error display for the pages.
 
 Nothing else in `musegen_core` imports Streamlit. Resources from `st.cache_resource` are shared by every
-session of the server: the synthesiser, the store and the models are thread-safe (see their modules).
+session of the server: the store and the models are thread-safe (see their modules); renders are cached per
+(piece, settings) by `render.audio` itself.
 """
 
 from __future__ import annotations
 
+import base64
 import logging
 import secrets
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
 from musegen_core import admin
+from musegen_core.analysis import compare
 from musegen_core.compare import Pair, Prime, builtin_primes, make_pair, pair_spec
 from musegen_core.controls import Controls, controls_from_strings
 from musegen_core.errors import MusegenError, StoreError
@@ -25,16 +30,13 @@ from musegen_core.formats import MusicFile, default_melody_part, describe_part, 
 from musegen_core.gallery import Gallery, make_gallery
 from musegen_core.models.registry import ModelInfo, list_models, load_model, promoted
 from musegen_core.music import Piece
-from musegen_core.render.audio import Synthesizer
-from musegen_core.studio import LatentTakes, Take
+from musegen_core.render.analysis_plots import analysis_figure
+from musegen_core.render.audio import RenderSettings, render
+from musegen_core.render.notation import Engraving, notation_svg
+from musegen_core.render.soundfonts import installed_soundfonts, user_soundfont_file, user_soundfonts_allowed
+from musegen_core.studio import Download, LatentTakes, Take, downloads, takes_archive
 
 log = logging.getLogger("musegen.ui")
-
-
-@st.cache_resource(show_spinner=False)
-def synthesizer() -> Synthesizer:
-    """One FluidSynth instance per server process: the SoundFont is loaded once."""
-    return Synthesizer()
 
 
 def feedback_store() -> FeedbackStore:
@@ -55,12 +57,6 @@ def model(name: str) -> Any:
 @st.cache_data(show_spinner=False, ttl=60)
 def models() -> list[ModelInfo]:
     return list_models()
-
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def wav_bytes(piece: Piece) -> bytes:
-    """Rendered audio, cached per piece."""
-    return synthesizer().render_wav(piece)
 
 
 @st.cache_data(show_spinner="Reading the file…", max_entries=32)
@@ -135,7 +131,20 @@ class ComposeState:
     take: Take | None = None
     latent: LatentTakes | None = None  # the last variations or interpolation
     saved_ratings: dict[int, int] = field(default_factory=dict)  # take number → rating id
+    history: list[Take] = field(default_factory=list)  # the latest takes (newest last), for comparing them
     prime: Prime | None = None  # the melody uploaded last (its chosen part), offered as a prime on Compare & Rate
+
+    def keep(self, take: Take) -> None:
+        """Make `take` the current take and remember it among the last `HISTORY` takes."""
+        self.take = take
+        self.history = [*self.history, take][-HISTORY:]
+
+    def takes_of(self, source: tuple[str, int, int]) -> list[Take]:
+        """The remembered takes of one prime (file, tune, part), oldest first."""
+        return [take for take in self.history if take.source == source]
+
+
+HISTORY = 8  # takes remembered for the comparison
 
 
 def compose_state() -> ComposeState:
@@ -276,10 +285,15 @@ _SIDEBAR_DRAWN = "sidebar-drawn"
 
 
 def sidebar() -> None:
-    """What every page shows in the sidebar (app.py calls this on every run): the rater and the admin unlock."""
+    """What every page shows in the sidebar (app.py calls this on every run): sound, the rater, the admin unlock."""
+    _sidebar_boxes()
+    st.session_state[_SIDEBAR_DRAWN] = True
+
+
+def _sidebar_boxes() -> None:
+    sound_sidebar()
     rater_sidebar()
     admin_sidebar()
-    st.session_state[_SIDEBAR_DRAWN] = True
 
 
 def page_sidebar() -> None:
@@ -291,8 +305,131 @@ def page_sidebar() -> None:
     taken back here, so the next run without app.py draws the sidebar from the page.
     """
     if not st.session_state.pop(_SIDEBAR_DRAWN, False):
-        rater_sidebar()
-        admin_sidebar()
+        _sidebar_boxes()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Sound: the listener's render settings (sidebar) and the players.
+
+_SOUND = "sound-settings"
+AS_WRITTEN = "as in the file"
+
+
+@st.cache_data(show_spinner=False)
+def instrument_names() -> list[str]:
+    """General MIDI program names, 0–127."""
+    from pretty_midi import program_to_instrument_name
+
+    return [program_to_instrument_name(program) for program in range(128)]
+
+
+def sound_settings() -> RenderSettings:
+    """The render settings this session chose in the sidebar's Sound box (defaults before it is drawn)."""
+    return st.session_state.get(_SOUND, RenderSettings())
+
+
+def sound_sidebar() -> None:
+    """SoundFont, instrument, reverb and loudness for every player on the page; stored for `sound_settings`."""
+    fonts = {font.label: font.id for font in installed_soundfonts()}
+    names = instrument_names()
+    with st.sidebar.expander("Sound", expanded=False):
+        font = st.selectbox("SoundFont", list(fonts), key="sound-font", help=_SOUNDFONT_HELP)
+        instrument = st.selectbox(
+            "Instrument", [AS_WRITTEN, *names], key="sound-instrument", help="General MIDI instrument of every part."
+        )
+        effects = st.toggle("Reverb and chorus", key="sound-effects", help="A medium room; drier and faster when off.")
+        normalize = st.toggle("Even loudness", value=True, key="sound-normalize", help=_LOUDNESS_HELP)
+        soundfont = _own_soundfont() or fonts[font]
+    program = None if instrument == AS_WRITTEN else names.index(instrument)
+    st.session_state[_SOUND] = RenderSettings(
+        soundfont=soundfont, programs=(program,) * 64 if program is not None else (), effects=effects,
+        normalize=normalize,
+    )  # fmt: skip
+
+
+def _own_soundfont() -> Path | None:
+    """The user's uploaded SoundFont, checked and saved in this session's private folder — only where the server
+    allows users' SoundFonts (`MUSEGEN_ALLOW_USER_SOUNDFONTS=1`; off by default)."""
+    if not user_soundfonts_allowed():
+        return None
+    upload = st.file_uploader("Your own SoundFont (.sf2, .sf3)", type=["sf2", "sf3"], key="sound-upload")
+    if upload is None:
+        return None
+    with user_errors():
+        return user_soundfont_file(upload.getvalue(), upload.name, _private_folder()).path
+    return None
+
+
+def _private_folder() -> Path:
+    """A folder only this server process writes to, one per session (the uploaded SoundFont lives there)."""
+    if "sound-folder" not in st.session_state:
+        st.session_state["sound-folder"] = Path(tempfile.mkdtemp(prefix="musegen-soundfont-"))
+    return st.session_state["sound-folder"]
+
+
+_SOUNDFONT_HELP = (
+    "The instrument samples the audio is played with. Debian's FluidR3 GM and MuseScore General appear when the "
+    "server has them installed."
+)
+_LOUDNESS_HELP = "Every player at the same loudness (−18 LUFS), whatever the SoundFont or the number of notes."
+
+
+def audio(piece: Piece, where: Any = st) -> None:
+    """A player for `piece` with this session's sound settings (and a note when the render had to be cut)."""
+    result = render(piece, sound_settings())
+    where.audio(result.wav, format="audio/wav")
+    if result.truncated:
+        where.caption(result.message)
+
+
+def wav_bytes(piece: Piece) -> bytes:
+    """The WAV of `piece` with this session's sound settings (cached per piece and settings by the renderer)."""
+    return render(piece, sound_settings()).wav
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Looking at a melody: notation, analysis, downloads.
+
+
+@st.cache_data(show_spinner="Engraving…", max_entries=64)
+def _engraving(piece: Piece, projector: bool) -> Engraving:
+    return notation_svg(piece, width_px=1100 if projector else 800, projector=projector)
+
+
+def notation(piece: Piece, title: str, projector: bool, where: Any = st) -> None:
+    """`piece` engraved (verovio SVG) under a heading, scrolling sideways when wider than the column. The SVG goes in
+    as an image (a data URL): `st.html` sanitises inline SVG away, and an image keeps verovio's glyphs intact."""
+    engraving = _engraving(piece, projector)
+    where.markdown(f"**{title}**")
+    for page in engraving.pages:
+        source = "data:image/svg+xml;base64," + base64.b64encode(page.encode()).decode()
+        where.html(f'<div class="musegen-notation" style="overflow-x:auto"><img alt="{title}" src="{source}"></div>')
+    if engraving.capped:
+        where.caption(engraving.note)
+
+
+def analysis(prime: Piece, take: Piece, where: Any = st) -> None:
+    """Key, scale degrees, intervals, rhythm and range of the take next to the prime's."""
+    where.plotly_chart(analysis_figure(*compare(prime, take)), key=f"analysis-{hash((prime, take))}")
+
+
+@st.cache_data(show_spinner="Preparing the files…", max_entries=32)
+def _downloads(piece: Piece, stem: str, settings: RenderSettings) -> tuple[list[Download], list[str]]:
+    return downloads(piece, stem, settings)
+
+
+def download_buttons(piece: Piece, stem: str, where: Any = st) -> None:
+    """One button per format (MIDI, MusicXML, ABC, WAV, MP3), and why a format is missing."""
+    files, left_out = _downloads(piece, stem, sound_settings())
+    for column, file in zip(where.columns(len(files)), files, strict=True):
+        column.download_button(file.label, file.data, file_name=file.file_name, mime=file.mime, key=file.file_name)
+    for reason in left_out:
+        where.caption(reason)
+
+
+@st.cache_data(show_spinner="Zipping the takes…", max_entries=8)
+def all_takes_zip(takes: list[Take], settings: RenderSettings) -> bytes:
+    return takes_archive(takes, settings)
 
 
 # ---------------------------------------------------------------------------------------------------------------

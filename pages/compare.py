@@ -44,7 +44,7 @@ def show_pair(pair: Pair, revealed: bool) -> None:
         piano_roll([RollLayer("Melody", pair.prime, PRIME_COLOR)], title="The melody", height=240), key="pair-prime"
     )
     right.markdown("**The melody**")
-    right.audio(ui.wav_bytes(pair.prime), format="audio/wav")
+    ui.audio(pair.prime, right)
     pitch_range, beat_range = pair.pitch_range(), pair.beat_range()
     columns = st.columns(2)
     for column, letter, (side, take), color in zip(columns, "AB", pair.sides, (TAKE_COLOR, B_COLOR), strict=True):
@@ -58,7 +58,7 @@ def show_pair(pair: Pair, revealed: bool) -> None:
             key=f"pair-take-{letter}",
         )  # fmt: skip
         column.markdown(f"The melody, then **{letter}**")
-        column.audio(ui.wav_bytes(take.joined()), format="audio/wav")
+        ui.audio(take.joined(), column)
 
 
 def vote(state: ui.CompareState, pair: Pair) -> None:

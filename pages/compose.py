@@ -14,10 +14,19 @@ from musegen_core.formats import UPLOAD_EXTENSIONS
 from musegen_core.formats.midi import piece_to_midi
 from musegen_core.models.registry import ModelInfo
 from musegen_core.music import PITCH_NAMES, Piece, pitch_name
-from musegen_core.render.pianoroll import PRIME_COLOR, TAKE_COLOR, RollLayer, piano_roll, set_layers
+from musegen_core.render.pianoroll import (
+    PRIME_COLOR,
+    ROLL_CONFIG,
+    TAKE_COLOR,
+    RollLayer,
+    piano_roll,
+    set_layers,
+    takes_roll,
+)
 from musegen_core.studio import (
     LatentTakes,
     describe_piece,
+    in_a_row,
     make_interpolation,
     make_restyle,
     make_take,
@@ -52,8 +61,8 @@ MODE_HELP = (
 def show_prime(piece: Piece, part: int) -> None:
     melody = piece.only_part(part)
     st.caption(describe_piece(piece))
-    st.plotly_chart(piano_roll([RollLayer("Prime", melody, PRIME_COLOR)], title="Your melody"))
-    st.audio(ui.wav_bytes(melody), format="audio/wav")
+    st.plotly_chart(piano_roll([RollLayer("Prime", melody, PRIME_COLOR)], title="Your melody"), config=ROLL_CONFIG)
+    ui.audio(melody)
 
 
 def generate_controls(state: ui.ComposeState, piece: Piece, name: str, tune: int, part: int) -> str:
@@ -142,10 +151,10 @@ def continue_form(state: ui.ComposeState, info: ModelInfo, piece: Piece, name: s
         )  # fmt: skip
         controls = Controls.with_mood(mood, **values) if mood != NO_MOOD else Controls(**values)
         state.takes_made += 1
-        state.take = make_take(
+        state.keep(make_take(
             state.takes_made, ui.model(info.name), info, piece, controls, prime_name=name, part_index=part,
             tune_index=tune,
-        )  # fmt: skip
+        ))  # fmt: skip
 
 
 def variations_form(state: ui.ComposeState, info: ModelInfo, piece: Piece, name: str, tune: int, part: int) -> None:
@@ -204,14 +213,15 @@ def show_latent(takes: LatentTakes) -> None:
     labels = takes.labels
     if takes.summary:
         st.info(takes.summary)
-    st.plotly_chart(piano_roll(set_layers(takes.laid_out(), labels), title=f"{title} — {takes.model.name}"))
+    roll = piano_roll(set_layers(takes.laid_out(), labels), title=f"{title} — {takes.model.name}")
+    st.plotly_chart(roll, config=ROLL_CONFIG)
     st.markdown("**All in a row**")
-    st.audio(ui.wav_bytes(takes.in_a_row()), format="audio/wav")
+    ui.audio(takes.in_a_row())
     columns = st.columns(min(4, len(takes.pieces)))
     for i, (piece, label) in enumerate(zip(takes.pieces, labels, strict=True)):
         column = columns[i % len(columns)]
         column.markdown(f"**{label}**")
-        column.audio(ui.wav_bytes(piece), format="audio/wav")
+        ui.audio(piece, column)
         column.download_button(
             "MIDI", piece_to_midi(piece), file_name=f"musegen-{takes.number}-{label.lower().replace(' ', '-')}.mid",
             mime="audio/midi", key=f"midi-{takes.number}-{i}",
@@ -222,16 +232,52 @@ def show_take(state: ui.ComposeState) -> None:
     take = state.take
     result = take.continuation
     layers = [RollLayer("Prime", result.prime, PRIME_COLOR), RollLayer("Continuation", result.generated, TAKE_COLOR)]
-    st.plotly_chart(piano_roll(layers, title=f"Take {take.number} — {take.model.name}, seed {take.seed}"))
+    roll = piano_roll(layers, title=f"Take {take.number} — {take.model.name}, seed {take.seed}")
+    st.plotly_chart(roll, config=ROLL_CONFIG)
     left, right = st.columns(2)
     left.markdown("**Prime + continuation**")
-    left.audio(ui.wav_bytes(result.joined()), format="audio/wav")
+    ui.audio(result.joined(), left)
     right.markdown("**Continuation only**")
-    right.audio(ui.wav_bytes(result.generated_alone()), format="audio/wav")
-    st.download_button(
-        "Download MIDI", piece_to_midi(result.joined()), file_name=f"musegen-take-{take.number}.mid", mime="audio/midi"
-    )
+    ui.audio(result.generated_alone(), right)
+    look_closer(result.prime, result.generated_alone())
+    st.markdown("**Download the take** (prime + continuation)")
+    ui.download_buttons(result.joined(), f"musegen-take-{take.number}")
     rate(state)
+
+
+def look_closer(prime: Piece, take: Piece) -> None:
+    """Notation and analysis of the prime and the take, in tabs."""
+    notation_tab, analysis_tab = st.tabs(["Notation", "Analysis"])
+    projector = notation_tab.toggle("Projector size", key="projector", help="Larger notes for a class on one screen.")
+    ui.notation(prime, "Your melody", projector, notation_tab)
+    ui.notation(take, "The take", projector, notation_tab)
+    ui.analysis(prime, take, analysis_tab)
+
+
+def compare_takes(state: ui.ComposeState, source: tuple[str, int, int]) -> None:
+    """The last takes of this melody in one piano-roll (overlaid or one under another), back to back in one player,
+    and all of them in one zip."""
+    takes = state.takes_of(source)
+    if len(takes) < 2:
+        return
+    st.subheader("Compare takes")
+    labels = {f"Take {take.number} — {take.model.name}, seed {take.seed}": take for take in takes}
+    chosen = st.multiselect("Takes", list(labels), default=list(labels)[-3:], key="compare-takes")
+    overlaid = st.toggle("Overlay in one roll", value=True, key="compare-overlaid")
+    picked = [labels[label] for label in chosen]
+    if picked:
+        roll = takes_roll(
+            picked[0].continuation.prime, [(label, labels[label].continuation.generated) for label in chosen],
+            overlaid=overlaid,
+        )  # fmt: skip
+        st.plotly_chart(roll, config=ROLL_CONFIG)
+        st.markdown("**The chosen takes one after another**")
+        ui.audio(in_a_row([take.continuation.joined() for take in picked]))
+    archive = ui.all_takes_zip(takes, ui.sound_settings())
+    st.download_button(
+        f"Download all {len(takes)} takes (zip: MIDI, MusicXML, ABC, WAV)", archive, file_name="musegen-takes.zip",
+        mime="application/zip",
+    )  # fmt: skip
 
 
 def rate(state: ui.ComposeState) -> None:
@@ -269,6 +315,7 @@ with ui.user_errors():
         source = (upload.name, tune, part)
         if mode == CONTINUE and state.take is not None and state.take.source == source:
             show_take(state)
+            compare_takes(state, source)
         latent = state.latent
         if latent is not None and latent.source == source and latent.mode == LATENT_MODES.get(mode):
             show_latent(latent)

@@ -37,7 +37,7 @@ def choose_source() -> tuple[bytes, str, int, int] | None:
 def show_gallery(gallery: Gallery) -> None:
     melody = gallery.prime
     st.markdown(f"**Your melody:** {melody.title or 'untitled'} — {describe_piece(melody)}")
-    st.audio(ui.wav_bytes(melody), format="audio/wav")
+    ui.audio(melody)
     st.caption(
         "In every roll: your melody in blue, then the style's continuation in the style's colour. "
         "In brackets: the other styles' average. Majorness runs from −1 (minor) to +1 (major)."
@@ -52,7 +52,7 @@ def show_gallery(gallery: Gallery) -> None:
             f'<ul style="font-size:1.2rem">{sentences}</ul>',
             unsafe_allow_html=True,
         )
-        words.audio(ui.wav_bytes(take.continuation.generated_alone()), format="audio/wav")
+        ui.audio(take.continuation.generated_alone(), words)
         layers = [
             RollLayer("Your melody", melody, PRIME_COLOR),
             RollLayer(take.label, take.continuation.generated, color),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import pytest
@@ -50,10 +51,14 @@ def test_upload_generate_rate_is_stored(app: AppTest, tmp_path: Path) -> None:
     _labelled(app.slider, "Bars to add").set_value(4)
     _button(app, "Generate").click().run()
     assert not app.exception and not app.error
-    assert len(app.get("plotly_chart")) == 2  # the prime, then prime + continuation
+    assert len(app.get("plotly_chart")) == 3  # the prime; prime + continuation; the analysis
     assert len(app.get("audio")) == 3  # prime; prime + continuation; continuation only
-    midi = app.get("download_button")[0]
-    assert midi.proto.label == "Download MIDI"
+    labels = [button.proto.label for button in app.get("download_button")]
+    assert labels == ["MIDI", "MusicXML", "ABC", "WAV", "MP3"]
+    engraved = [element.proto.body for element in app.get("html")]
+    assert len(engraved) == 2 and all('<img alt="' in body for body in engraved)  # the prime and the take
+    svg = base64.b64decode(engraved[1].split('src="data:image/svg+xml;base64,')[1].split('"')[0]).decode()
+    assert 'class="meterSig"' in svg and 'class="note"' in svg
 
     app.feedback[0].set_value(3).run()  # the fourth star
     app.text_input[0].input("lovely ending").run()
@@ -251,3 +256,20 @@ def test_controls_a_family_does_not_honour_are_disabled_with_the_reason(app: App
     assert not _labelled(app.slider, "Note density").disabled
     _pick_model(app, "lstm-folk")
     assert not _labelled(app.slider, "Temperature").disabled
+
+
+def test_several_takes_are_compared_in_one_roll_one_player_and_one_zip(app: AppTest) -> None:
+    app.file_uploader[0].upload("tune.mid", _melody_midi(), "audio/midi").run()
+    _labelled(app.slider, "Bars to add").set_value(2)
+    for seed in (1, 2):
+        _labelled(app.number_input, "Seed").set_value(seed)
+        _button(app, "Generate").click().run()
+    assert not app.exception and not app.error
+    assert app.subheader[-1].value == "Compare takes"
+    assert _labelled(app.multiselect, "Takes").value == ["Take 1 — lstm-folk, seed 1", "Take 2 — lstm-folk, seed 2"]
+    zipped = next(b for b in app.get("download_button") if b.proto.label.startswith("Download all 2 takes"))
+    assert zipped.proto.label == "Download all 2 takes (zip: MIDI, MusicXML, ABC, WAV)"
+    overlaid = len(app.get("plotly_chart"))
+    _labelled(app.toggle, "Overlay in one roll").set_value(False).run()
+    assert not app.exception and len(app.get("plotly_chart")) == overlaid  # the same roll, now one panel per take
+    assert len(app.get("audio")) == 4  # prime; the take twice; the chosen takes one after another

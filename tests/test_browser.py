@@ -7,6 +7,7 @@ votes on a blind Compare & Rate pair with a keyboard shortcut.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import socket
@@ -109,12 +110,23 @@ def test_upload_generate_listen_rate(server: tuple[str, str], page, tmp_path: Pa
 
     page.get_by_role("button", name="Generate").click()
     page.get_by_text("Take 1").first.wait_for()
-    assert page.locator(".js-plotly-plot").count() == 2
+    assert page.locator(".js-plotly-plot").count() >= 2  # the prime's roll and the take's (the analysis is in a tab)
+    notation = page.locator(".musegen-notation img")
+    notation.nth(1).wait_for()  # the prime and the take, engraved
+    assert notation.count() == 2 and all(
+        img.evaluate("i => i.complete && i.naturalWidth > 300") for img in notation.all()
+    )
+    svg = base64.b64decode(notation.nth(1).get_attribute("src").split(",", 1)[1]).decode()
+    assert 'class="meterSig"' in svg and 'class="staff"' in svg
     audio = page.locator("audio")
     audio.nth(2).wait_for(state="attached")
     source = audio.nth(1).get_attribute("src")
     response = page.request.get(source if source.startswith("http") else f"{url}{source}")
     assert response.ok and response.body()[:4] == b"RIFF" and len(response.body()) > 44_100
+    played = audio.nth(1).evaluate(
+        "a => { a.muted = true; return a.play().then(() => new Promise(r => setTimeout(() => r(a.currentTime), 600))) }"
+    )
+    assert played > 0.1  # the browser decoded the WAV and its clock moved
 
     page.get_by_role("button", name="Save rating").wait_for()
     page.locator("[data-testid='stFeedback'] button, [data-testid='stButtonGroup'] button").nth(4).click()

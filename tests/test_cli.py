@@ -144,3 +144,39 @@ def test_generate_by_family_uses_its_promoted_model_and_a_style(waltz_mid: Path,
     assert load_piece(out.read_bytes(), out.name).bar_count() == 3 + 2
     wrong = musegen("generate", waltz_mid, "--model", family, "--style", "klezmer", "--out", tmp_path / "x.mid")
     assert wrong.returncode == 1 and "klezmer" in wrong.stderr
+
+
+def test_render_writes_wav_and_mp3_with_the_asked_instrument(waltz_mid: Path, tmp_path: Path) -> None:
+    done = musegen("render", waltz_mid, "--out", tmp_path / "waltz.wav", "--program", "40", "--tempo", "66")
+    assert done.returncode == 0, done.stderr
+    seconds = wav_duration_seconds((tmp_path / "waltz.wav").read_bytes())
+    assert seconds == pytest.approx(9 * 60 / 66 + TAIL_SECONDS, abs=0.05)  # 9 beats at 66 bpm + the release
+    assert musegen("render", waltz_mid, "--out", tmp_path / "waltz.mp3").returncode == 0
+    assert (tmp_path / "waltz.mp3").read_bytes()[:2] == b"\xff\xfb"
+
+
+def test_render_refuses_a_user_soundfont_unless_the_server_allows_it(waltz_mid: Path, tmp_path: Path) -> None:
+    fake = tmp_path / "mine.sf2"
+    fake.write_bytes(b"RIFF" + bytes(100))
+    done = musegen("render", waltz_mid, "--out", tmp_path / "x.wav", "--soundfont", fake)
+    assert done.returncode == 1 and "MUSEGEN_ALLOW_USER_SOUNDFONTS" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "x.wav").exists()
+
+
+@pytest.mark.parametrize("fmt, suffix", [("midi", ".mid"), ("musicxml", ".musicxml"), ("mxl", ".mxl"), ("abc", ".abc")])
+def test_export_converts_and_the_result_reads_back_equal(waltz_mid: Path, tmp_path: Path, fmt: str, suffix: str):
+    out = tmp_path / f"waltz{suffix}"
+    done = musegen("export", waltz_mid, "--format", fmt, "--out", out)
+    assert done.returncode == 0, done.stderr
+    original, exported = load_piece(waltz_mid.read_bytes(), "waltz.mid"), load_piece(out.read_bytes(), out.name)
+    notes = [(n.pitch, n.start_beats, n.duration_beats) for n in exported.parts[0].notes]
+    assert notes == [(n.pitch, n.start_beats, n.duration_beats) for n in original.parts[0].notes]
+    assert exported.time_signature == TimeSignature(3, 4)
+
+
+def test_export_says_why_abc_cannot_hold_chords(tmp_path: Path) -> None:
+    chords = tmp_path / "chords.mid"
+    chords.write_bytes(piece_to_midi(Piece((Part("Piano", (Note(60, 0, 1), Note(64, 0, 1))),))))
+    done = musegen("export", chords, "--format", "abc", "--out", tmp_path / "chords.abc")
+    assert done.returncode == 1 and "chords or overlapping notes" in done.stderr
+    assert not (tmp_path / "chords.abc").exists()

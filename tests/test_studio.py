@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from musegen_core.models.registry import ModelInfo
+import io
+import zipfile
+
+from musegen_core.formats.midi import midi_to_piece
+from musegen_core.generate import continue_melody
+from musegen_core.models.registry import ModelInfo, load_model
 from musegen_core.music import Note, Part, Piece, TimeSignature
-from musegen_core.studio import LatentTakes, abilities
+from musegen_core.render.audio import RenderSettings
+from musegen_core.studio import LatentTakes, Take, abilities, downloads, takes_archive
 
 
 def _melody(pitches: list[int], length: float = 1.0) -> Piece:
@@ -49,8 +55,36 @@ def test_abilities_name_the_controls_and_modes_a_model_honours():
     styled = ModelInfo("v", "transformer", "1", "", (), commercial_use_cleared=True, styles=("irish",))
     assert "style mix" in abilities(styled) and "Not:" not in abilities(styled)
     vae = ModelInfo("v", "vae", "1", "", (), commercial_use_cleared=True, styles=("irish",))
-    assert "Not:" not in abilities(vae) and "restyle" in abilities(vae)
+    assert "Not: top p (the VAE's decoder" in abilities(vae) and "restyle" in abilities(vae)
     plain = ModelInfo("l", "lstm", "1", "", (), commercial_use_cleared=True)
     line = abilities(plain)
     assert line.startswith("Honours: density") and "Not: style, style mix, style strength (this lstm model was" in line
     assert line.endswith("Modes: continue.")
+
+
+def test_downloads_offer_every_format_and_say_why_abc_is_missing() -> None:
+    melody = _melody([60, 62, 64, 65])
+    files, left_out = downloads(melody, "take-1", RenderSettings())
+    assert [(f.label, f.file_name) for f in files] == [
+        ("MIDI", "take-1.mid"), ("MusicXML", "take-1.musicxml"), ("ABC", "take-1.abc"), ("WAV", "take-1.wav"),
+        ("MP3", "take-1.mp3"),
+    ]  # fmt: skip
+    assert left_out == [] and midi_to_piece(files[0].data).parts[0].notes == melody.parts[0].notes
+    assert files[3].data[:4] == b"RIFF" and files[4].data[:2] == b"\xff\xfb"  # an MPEG-1 layer III frame
+    chord = melody.with_parts((Part("chords", (Note(60, 0, 1), Note(64, 0, 1))),))
+    files, left_out = downloads(chord, "take-2", RenderSettings())
+    assert "ABC" not in [f.label for f in files] and len(left_out) == 1 and left_out[0].startswith("No ABC: ")
+
+
+def test_the_takes_archive_holds_each_take_as_midi_musicxml_and_wav() -> None:
+    info = ModelInfo("lstm-folk", "lstm", "2", "the shipped LSTM", (), commercial_use_cleared=False)
+    model = load_model("lstm-folk")
+    takes = [
+        Take(seed, continue_melody(model, _melody([60, 62, 64, 65]), bars=1, seed=seed), info, seed, {}, "tune.mid")
+        for seed in (1, 2)
+    ]
+    names = zipfile.ZipFile(io.BytesIO(takes_archive(takes, RenderSettings()))).namelist()
+    for suffix in (".mid", ".musicxml", ".wav"):
+        assert sorted(n for n in names if n.endswith(suffix)) == [
+            f"musegen-takes/01-take-1-lstm-folk-seed-1{suffix}", f"musegen-takes/02-take-2-lstm-folk-seed-2{suffix}"
+        ]  # fmt: skip

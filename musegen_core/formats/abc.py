@@ -1,27 +1,54 @@
-"""ABC notation → `Piece`, one tune at a time, through music21's ABC translator.
+"""ABC notation ↔ `Piece`: tunes are read through music21's ABC translator and written by hand.
 
-An ABC file may hold many tunes, each starting at a line `X:<number>`. music21 parses only ~40 tunes a second,
-so the file is split into tunes here, by plain text, and only the tune the user picks is parsed. Field and
+Reading: an ABC file may hold many tunes, each starting at a line `X:<number>`. music21 parses only ~40 tunes a
+second, so the file is split into tunes here, by plain text, and only the tune the user picks is parsed. Field and
 directive lines of the file header (before the first `X:`) apply to every tune and are prepended to each one.
+
+Writing (`piece_to_abc`) is hand-written because music21 reads ABC but has no ABC writer. It covers what ABC says
+well: one melody line in 16th-note rhythms, with a pickup bar, ties, rests and accidentals. Anything else (several
+parts, chords or overlapping notes, drums, triplets) is refused with a `FormatError` saying why, rather than cut
+down to a top line that would silently drop notes; MIDI and MusicXML keep all of it.
+
+ABC lets an accidental carry on to later notes of that pitch in the bar, but readers differ (music21 applies it to
+its own note only), so the writer is explicit: a note whose pitch differs from the key signature always carries its
+accidental, and so does any later note in the bar on a letter that already had one ("=" for a natural). Either
+reading then gives the same pitches.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from fractions import Fraction
 
 from music21 import stream
 from music21.converter import subConverters
 
 from musegen_core.errors import FormatError
+from musegen_core.formats.notation import (
+    GRID_STEPS_PER_BEAT,
+    SIXTEENTH_STEPS,
+    Event,
+    Segment,
+    bar_lines,
+    bar_segments,
+    metronome,
+    quantised,
+    voices,
+)
 from musegen_core.formats.score import stream_to_piece
-from musegen_core.music import Piece
+from musegen_core.formats.spelling import key_fifths, key_name, signature_alters, spell
+from musegen_core.music import Key, Piece
 
 MAX_ABC_NOTES = 1_500  # music21's ABC import is quadratic (beaming): 1–4 s at 1,500 notes, ~8 min at 20,000
 _FIELD_OR_DIRECTIVE = re.compile(r"^([A-Za-z]:|%%)")
 _NOT_NOTE_LETTERS = re.compile(r'"[^"]*"|![^!]*!|\+[^+\s]*\+|%.*$')  # annotations, decorations, comments
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _ABC_HINT = "An ABC tune needs an X: line and a K: (key) line before its notes."
+_NOTE_LENGTHS = (32, 24, 16, 12, 8, 6, 4, 3, 2, 1)  # in 16ths (L:1/16): the lengths one plain or dotted note shows
+_ACCIDENTAL_SIGNS = {-2: "__", -1: "_", 0: "=", 1: "^", 2: "^^"}
+_BARS_PER_LINE = 4
+_WRITE_HINT = "Export MIDI or MusicXML instead, which keep it."
 
 
 @dataclass(frozen=True)
@@ -117,3 +144,109 @@ def abc_tune_to_piece(tune: AbcTune) -> Piece:
     except Exception as error:  # boundary: music21's ABC translator raises many exception types
         reason = " ".join(str(error).split())[:120] or type(error).__name__
         raise FormatError(f"music21 could not read the ABC tune {tune.title!r} ({reason}). {_ABC_HINT}") from error
+
+
+# --- Piece → ABC -------------------------------------------------------------------------------------------------
+
+
+def piece_to_abc(piece: Piece) -> str:
+    """Write a one-melody piece as an ABC tune (see the module docstring for what ABC export covers).
+
+    The header holds X:1, T: (the title, when there is one), M:, L:1/16, Q: (the tempo in the meter's felt beat
+    where that is a whole number, else in quarter notes) and K: (C major when the piece has no key). Notes are
+    quantised as for MusicXML (`notation.quantised`); bars are written four to a line, a pickup as the first bar.
+
+    Raises:
+        FormatError: the piece has no notes, notes in more than one part, only drums, chords or overlapping
+            notes, or triplets (ABC export writes 16th-note rhythms).
+    """
+    grid = quantised(piece)
+    bars = bar_segments(_melody_line(grid), bar_lines(grid))
+    return "\n".join([*_abc_header(grid), _abc_body(bars, grid)]) + "\n"
+
+
+def _melody_line(piece: Piece) -> list[Event]:
+    """The notes of the piece's one part as a single line of 16th-note rhythms, or a `FormatError` saying why not."""
+    parts = [part for part in piece.parts if part.notes]
+    if not parts:
+        raise FormatError("This piece has no notes to write as ABC.")
+    if len(parts) > 1:
+        raise FormatError(f"ABC export writes one melody; this piece has {len(parts)} parts. {_WRITE_HINT}")
+    part = parts[0]
+    if part.is_drum:
+        raise FormatError(f"ABC export writes pitched melodies; {part.name!r} is a drum part. {_WRITE_HINT}")
+    found = voices(part)
+    if len(found) > 1 or any(len(event.pitches) > 1 for event in found[0]):
+        raise FormatError(
+            f"ABC export writes one line of notes; {part.name!r} has chords or overlapping notes. {_WRITE_HINT}"
+        )
+    triplets = [event for event in found[0] if event.start % SIXTEENTH_STEPS or event.end % SIXTEENTH_STEPS]
+    if triplets:
+        beat = triplets[0].start / GRID_STEPS_PER_BEAT
+        raise FormatError(
+            f"ABC export writes 16th-note rhythms; {part.name!r} has triplets (from beat {beat:g}). {_WRITE_HINT}"
+        )
+    return found[0]
+
+
+def _abc_header(piece: Piece) -> list[str]:
+    beat, per_minute = metronome(piece)
+    unit = Fraction(beat / 4)
+    header = ["X:1"]
+    if piece.title:
+        header.append(f"T:{' '.join(piece.title.split())}")
+    header += [
+        f"M:{piece.time_signature}",
+        "L:1/16",
+        f"Q:{unit.numerator}/{unit.denominator}={round(per_minute, 3):g}",
+        f"K:{key_name(piece.key) if piece.key is not None else 'C'}",
+    ]
+    return header
+
+
+def _abc_body(bars: list[list[Segment]], piece: Piece) -> str:
+    """The bars, `_BARS_PER_LINE` to a line, closed by a final bar line."""
+    beat_steps = round(piece.time_signature.beat_beats * GRID_STEPS_PER_BEAT)
+    first_beat = round(piece.pickup_beats * GRID_STEPS_PER_BEAT)  # any bar line: beats are counted from it
+    texts = [_abc_bar(bar, piece.key, beat_steps, first_beat) for bar in bars]
+    lines = [" | ".join(texts[i : i + _BARS_PER_LINE]) for i in range(0, len(texts), _BARS_PER_LINE)]
+    return " |\n".join(lines) + " |]"
+
+
+def _abc_bar(bar: list[Segment], key: Key | None, beat_steps: int, first_beat: int) -> str:
+    """One bar's notes and rests; a space before each one that starts on a beat (ABC beams the others)."""
+    lettered: set[str] = set()  # letters written with an accidental so far in this bar
+    text = ""
+    for segment in bar:
+        on_beat = (segment.start - first_beat) % beat_steps == 0
+        text += (" " if on_beat and text else "") + _abc_segment(segment, key, lettered)
+    return text
+
+
+def _abc_segment(segment: Segment, key: Key | None, lettered: set[str]) -> str:
+    """A rest, or a note tied across the notatable lengths it needs (and to the next bar when it goes on)."""
+    name = _abc_pitch(segment.pitches[0], key, lettered) if segment.pitches else "z"
+    pieces = [name + (str(length) if length > 1 else "") for length in _notatable(segment.length // SIXTEENTH_STEPS)]
+    if not segment.pitches:
+        return "".join(pieces)
+    return "-".join(pieces) + ("-" if segment.tied_to_after else "")
+
+
+def _notatable(sixteenths: int) -> list[int]:
+    """`sixteenths` as a sum of single-note lengths, longest first (5 → 4 + 1)."""
+    lengths = []
+    while sixteenths:
+        lengths.append(next(length for length in _NOTE_LENGTHS if length <= sixteenths))
+        sixteenths -= lengths[-1]
+    return lengths
+
+
+def _abc_pitch(midi: int, key: Key | None, lettered: set[str]) -> str:
+    """ABC pitch ("^f", "B,", "c'"), with an accidental where the module docstring says; updates `lettered`."""
+    spelling = spell(midi, key)
+    explicit = spelling.alter != signature_alters(key_fifths(key))[spelling.letter] or spelling.letter in lettered
+    if explicit:
+        lettered.add(spelling.letter)
+    letter = spelling.letter if spelling.octave <= 4 else spelling.letter.lower()
+    octave_marks = "," * max(0, 4 - spelling.octave) + "'" * max(0, spelling.octave - 5)
+    return (_ACCIDENTAL_SIGNS[spelling.alter] if explicit else "") + letter + octave_marks

@@ -2,7 +2,11 @@
 
 Reading goes through pretty_midi (music21 needs seconds on ordinary MIDI files); note times are converted back
 to ticks and divided by the file's ticks-per-beat, so tempo changes do not bend the beat grid. Writing uses mido
-directly: format 1, 480 ticks per beat, a conductor track (title, tempo, meter, key) and one track per `Part`.
+directly: format 1, 480 ticks per beat, a conductor track (title, tempo, meter, key) and one track per `Part`, laid
+out so that DAWs import it cleanly (see `piece_to_midi`).
+
+A pickup (anacrusis) travels as notation programs write it: the first bar gets a time signature of its own length
+(1/4 before 3/4), and a reader takes a first meter that lasts exactly one bar, shorter than the next, as a pickup.
 
 This module also holds the rules every reader shares (beat grid, meter fallback, tempo clamp, size limits), so
 MusicXML and ABC land on exactly the same grid as MIDI.
@@ -15,10 +19,12 @@ import io
 import math
 import re
 import struct
+from fractions import Fraction
 
 import mido
 
 from musegen_core.errors import FormatError
+from musegen_core.formats.spelling import key_name
 from musegen_core.music import ALLOWED_DENOMINATORS, Key, Note, Part, Piece, TimeSignature
 from musegen_core.quiet_import import import_quietly
 
@@ -29,11 +35,8 @@ MAX_NOTES = 20_000  # larger pieces are refused: no melody upload needs them and
 MAX_PARTS = 64
 MIN_TEMPO_BPM, MAX_TEMPO_BPM = 10.0, 400.0  # the range `Piece` accepts; file tempi are clamped into it
 DRUM_CHANNEL = 9  # General MIDI channel 10, counted from 0
-
-# Key-signature names mido writes, per tonic pitch class (flats/sharps chosen for the fewest accidentals).
-_MAJOR_KEYS = ("C", "Db", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
+MIDI_CLOCKS_PER_QUARTER = 24  # the time-signature event's metronome unit
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_MINOR_KEYS = ("Cm", "C#m", "Dm", "Ebm", "Em", "Fm", "F#m", "Gm", "G#m", "Am", "Bbm", "Bm")
 
 
 # --- rules shared by every reader -------------------------------------------------------------------------------
@@ -70,10 +73,11 @@ def check_size(part_count: int, note_count: int) -> None:
 
 
 def midi_to_piece(data: bytes) -> Piece:
-    """Read a Standard MIDI File into a `Piece` (beats = quarter notes; pickup 0; drums kept with `is_drum`).
+    """Read a Standard MIDI File into a `Piece` (beats = quarter notes; drums kept with `is_drum`).
 
-    The first tempo, time signature and key signature become the piece's; zero-length notes are dropped. A piece
-    with no notes at all comes back with no parts (empty in → empty out).
+    The first tempo, time signature and key signature become the piece's, and a pickup bar written as its own
+    meter becomes `pickup_beats` (see the module docstring); zero-length notes are dropped. A piece with no notes at
+    all comes back with no parts (empty in → empty out).
 
     Raises:
         FormatError: not a MIDI file, damaged/truncated, SMPTE-timed, or beyond `MAX_PARTS`/`MAX_NOTES`.
@@ -89,12 +93,14 @@ def midi_to_piece(data: bytes) -> Piece:
     instruments = [inst for inst in pm.instruments if inst.notes]
     check_size(len(instruments), sum(len(inst.notes) for inst in instruments))
     parts = [_instrument_to_part(pm, inst) for inst in instruments]
+    time_signature, pickup_beats = _meter_and_pickup(pm)
     return Piece(
         parts=tuple(part for part in parts if part.notes),
         tempo_bpm=clamp_tempo(pm.get_tempo_changes()[1][0]),
-        time_signature=_first_time_signature(pm),
+        time_signature=time_signature,
         key=_first_key(pm),
         title=title,
+        pickup_beats=pickup_beats,
     )
 
 
@@ -169,11 +175,22 @@ def _part_name(inst: pretty_midi.Instrument) -> str:
     return "Drums" if inst.is_drum else pretty_midi.program_to_instrument_name(inst.program)
 
 
-def _first_time_signature(pm: pretty_midi.PrettyMIDI) -> TimeSignature:
-    if not pm.time_signature_changes:
-        return TimeSignature()
-    first = pm.time_signature_changes[0]
-    return time_signature_or_default(first.numerator, first.denominator)
+def _meter_and_pickup(pm: pretty_midi.PrettyMIDI) -> tuple[TimeSignature, float]:
+    """The first meter and no pickup; or, when the first meter lasts exactly one bar and is shorter than the meter
+    after it, that meter and the first bar's length as the pickup."""
+    changes = pm.time_signature_changes
+    if not changes:
+        return TimeSignature(), 0.0
+    first = changes[0]
+    meter = time_signature_or_default(first.numerator, first.denominator)
+    if len(changes) < 2 or first.time > 0:
+        return meter, 0.0
+    following = changes[1]
+    after = time_signature_or_default(following.numerator, following.denominator)
+    first_bar_beats = snap_beats(pm.time_to_tick(following.time) / pm.resolution)
+    if abs(first_bar_beats - first.numerator * 4 / first.denominator) < 1e-9 and first_bar_beats < after.bar_beats:
+        return after, first_bar_beats
+    return meter, 0.0
 
 
 def _first_key(pm: pretty_midi.PrettyMIDI) -> Key | None:
@@ -210,10 +227,17 @@ def _reason(error: Exception) -> str:
 
 
 def piece_to_midi(piece: Piece) -> bytes:
-    """Write `piece` as a format-1 Standard MIDI File at 480 ticks per beat.
+    """Write `piece` as a format-1 Standard MIDI File at 480 ticks per beat, laid out for DAWs to import cleanly.
 
-    Track 0 carries the title, tempo, time signature and key; then one track per `Part` with its name and General
-    MIDI program, drums on channel 10. `pickup_beats` is not stored (MIDI has no anacrusis; it reads back as 0).
+    Track 0 (the conductor track) carries at tick 0 the title as track name, the tempo, the time signature (with a
+    pickup, the pickup bar's own meter first: see the module docstring) and the key where known. Then one track per
+    `Part`: its name, a program change to its General MIDI program, its notes (note-offs before note-ons at equal
+    ticks), and an end-of-track event like every track.
+
+    Channels: drums play on channel 10, melodic parts on 1–9 and 11–16 in turn. Beyond 15 melodic parts, channels
+    are shared by program: parts with the same program share one, and programs beyond the 15th take channels
+    round-robin (on a shared channel the later program change wins). DAWs play each track through its own
+    instrument anyway; sharing only matters to players that route by channel.
     """
     midi = mido.MidiFile(type=1, ticks_per_beat=TICKS_PER_BEAT)
     midi.tracks.append(_conductor_track(piece))
@@ -230,25 +254,50 @@ def _conductor_track(piece: Piece) -> mido.MidiTrack:
         track.append(mido.MetaMessage("track_name", name=_encode_text(piece.title)))
     track.append(mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(piece.tempo_bpm)))
     meter = piece.time_signature
-    track.append(mido.MetaMessage("time_signature", numerator=meter.numerator, denominator=meter.denominator))
+    pickup_meter = _pickup_meter(piece)
+    clocks = round(MIDI_CLOCKS_PER_QUARTER * meter.beat_beats)  # one metronome click per felt beat (6/8: 36)
+    first_numerator, first_denominator = pickup_meter or (meter.numerator, meter.denominator)
+    track.append(_time_signature(first_numerator, first_denominator, clocks))
     if piece.key is not None:
-        names = _MINOR_KEYS if piece.key.mode == "minor" else _MAJOR_KEYS
-        track.append(mido.MetaMessage("key_signature", key=names[piece.key.tonic_pc]))
+        track.append(mido.MetaMessage("key_signature", key=key_name(piece.key)))
+    if pickup_meter is not None:
+        pickup_ticks = round(piece.pickup_beats * TICKS_PER_BEAT)
+        track.append(_time_signature(meter.numerator, meter.denominator, clocks, time=pickup_ticks))
     track.append(mido.MetaMessage("end_of_track"))
     return track
 
 
+def _time_signature(numerator: int, denominator: int, clocks: int, time: int = 0) -> mido.MetaMessage:
+    return mido.MetaMessage(
+        "time_signature", numerator=numerator, denominator=denominator, clocks_per_click=clocks, time=time
+    )
+
+
+def _pickup_meter(piece: Piece) -> tuple[int, int] | None:
+    """The pickup bar as a meter, in the piece's note value or finer (1 beat in 6/8 → 2/8; 1.5 in 4/4 → 3/8).
+
+    None without a pickup, or for one a time signature cannot state (not a whole number of 128th notes, e.g. a
+    triplet-eighth pickup, or over 255 of its note values): that pickup is not written and reads back as 0.
+    """
+    whole_notes = Fraction(round(piece.pickup_beats * TICKS_PER_BEAT), 4 * TICKS_PER_BEAT)
+    power_of_two = whole_notes.denominator & (whole_notes.denominator - 1) == 0
+    denominator = max(whole_notes.denominator, piece.time_signature.denominator)
+    numerator = whole_notes * denominator
+    if whole_notes == 0 or not power_of_two or numerator > 255:  # a time signature holds a byte over a power of 2
+        return None
+    return int(numerator), denominator
+
+
 def _channels(parts: tuple[Part, ...]) -> list[int]:
-    """MIDI channel per part: drums on 9, the others on 0–8, 10–15 in turn (shared beyond 15 melodic parts)."""
+    """MIDI channel (0-based) per part, as `piece_to_midi` describes."""
     melodic = [c for c in range(16) if c != DRUM_CHANNEL]
-    channels, next_melodic = [], 0
-    for part in parts:
-        if part.is_drum:
-            channels.append(DRUM_CHANNEL)
-        else:
-            channels.append(melodic[next_melodic % len(melodic)])
-            next_melodic += 1
-    return channels
+    pitched = [part for part in parts if not part.is_drum]
+    if len(pitched) <= len(melodic):
+        slots = iter(range(len(pitched)))
+    else:
+        programs = list(dict.fromkeys(part.program for part in pitched))
+        slots = iter(programs.index(part.program) for part in pitched)
+    return [DRUM_CHANNEL if part.is_drum else melodic[next(slots) % len(melodic)] for part in parts]
 
 
 def _part_track(part: Part, channel: int) -> mido.MidiTrack:

@@ -1,9 +1,12 @@
-"""MusicXML (`.musicxml`/`.xml`, and compressed `.mxl`) → `Piece`, through music21's MusicXML importer.
+"""MusicXML (`.musicxml`/`.xml`, and compressed `.mxl`) ↔ `Piece`, through music21's MusicXML importer and exporter.
 
 Untrusted input is checked before any parser sees it: a `.mxl` archive is inspected (member count, total
 uncompressed size, compression ratio, member paths) before anything is decompressed, and XML that declares
 entities (billion-laughs bombs, external entities/XXE) is refused outright. The XML is parsed here with
 ElementTree and handed to music21 as a tree, so music21 never reads files or its pickle cache.
+
+Writing (`piece_to_musicxml`, `piece_to_mxl`) builds a score with `score.piece_to_stream` and runs music21's
+exporter in memory: no file is written and no cache is touched.
 """
 
 from __future__ import annotations
@@ -13,13 +16,14 @@ import io
 import re
 import xml.etree.ElementTree as ET
 import zipfile
+from collections.abc import Iterable
 from pathlib import PurePosixPath
 
-from music21.musicxml import xmlToM21
+from music21.musicxml import m21ToXml, xmlToM21
 
 from musegen_core.errors import FormatError
 from musegen_core.formats.midi import MAX_NOTES
-from musegen_core.formats.score import stream_to_piece
+from musegen_core.formats.score import piece_to_stream, stream_to_piece
 from musegen_core.music import Piece
 
 MAX_ARCHIVE_MEMBERS = 100
@@ -28,6 +32,10 @@ MAX_COMPRESSION_RATIO = 200  # MusicXML compresses ~10-50x; far beyond that is a
 _ZIP_MAGIC = b"PK\x03\x04"
 _ENTITY_MARKERS = tuple("<!ENTITY".encode(codec) for codec in ("utf-8", "utf-16-le", "utf-16-be"))
 _UPLOAD_HINT = "Export the score again as MusicXML (.musicxml or .mxl) from your notation program."
+MXL_MIMETYPE = "application/vnd.recordare.musicxml"
+MUSICXML_MIMETYPE = "application/vnd.recordare.musicxml+xml"
+_MXL_SCORE = "score.musicxml"
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed member timestamps: the same piece always gives the same bytes
 
 
 def musicxml_to_piece(data: bytes) -> Piece:
@@ -52,6 +60,48 @@ def musicxml_to_piece(data: bytes) -> Piece:
     except Exception as error:  # boundary: music21 raises several exception types on odd MusicXML
         reason = " ".join(str(error).split())[:120] or type(error).__name__
         raise FormatError(f"music21 could not read this MusicXML file ({reason}). {_UPLOAD_HINT}") from error
+
+
+def piece_to_musicxml(piece: Piece) -> bytes:
+    """Write `piece` as an uncompressed MusicXML 4.0 document (UTF-8), notes quantised as `piece_to_stream` says.
+
+    Raises:
+        FormatError: the score would be too long (`score.MAX_SCORE_MEASURES`), or music21's exporter fails on it.
+    """
+    score = piece_to_stream(piece)
+    try:
+        return m21ToXml.GeneralObjectExporter(score).parse()
+    except Exception as error:  # boundary: music21's exporter raises several exception types
+        reason = " ".join(str(error).split())[:120] or type(error).__name__
+        raise FormatError(f"music21 could not write this piece as MusicXML ({reason}).") from error
+
+
+def piece_to_mxl(piece: Piece) -> bytes:
+    """Write `piece` as compressed MusicXML (`.mxl`): `piece_to_musicxml` in a zip with its container file."""
+    container = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<container><rootfiles>'
+        f'<rootfile full-path="{_MXL_SCORE}" media-type="{MUSICXML_MIMETYPE}"/>'
+        "</rootfiles></container>\n"
+    )
+    return zip_bytes(
+        [
+            ("mimetype", MXL_MIMETYPE.encode()),
+            ("META-INF/container.xml", container.encode()),
+            (_MXL_SCORE, piece_to_musicxml(piece)),
+        ]
+    )
+
+
+def zip_bytes(members: Iterable[tuple[str, bytes]]) -> bytes:
+    """A zip archive of `(name, content)` members in order, with fixed timestamps; a member named "mimetype" is
+    stored uncompressed (the `.mxl` rule: a reader can identify the archive from its first bytes)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, content in members:
+            info = zipfile.ZipInfo(name, date_time=_ZIP_EPOCH)
+            info.compress_type = zipfile.ZIP_STORED if name == "mimetype" else zipfile.ZIP_DEFLATED
+            archive.writestr(info, content)
+    return buffer.getvalue()
 
 
 def musicxml_bytes(data: bytes) -> bytes:

@@ -8,10 +8,11 @@ its content hash) and adapts it to these records (`from_export`); `write_feedbac
 
 **Layout: exactly `continue_melody`'s.** The prime MIDI is read back into a melody and laid out by
 `generate._model_inputs` (padded with rests to its next bar line, at most `CONTEXT_BARS` bars of it); the take is the
-next `bars` bars of steps after that bar line (`bars` from the take's controls, else from its last note). MIDI keeps
-no pickup: a record's controls may name it (`pickup_beats`, or the continuation's `start_beats`), which makes the
-layout exact; without them the prime is read as having none, unless the take's first note lies before the bar line
-computed that way, which only a pickup explains (a bar line is then put on that note). The style is the take's (its
+next `bars` bars of steps after that bar line (`bars` from the take's controls, else from its last note). MIDI
+written before the exporter marked pickups (as a short first bar) keeps none: a record's controls may name it
+(`pickup_beats`, or the continuation's `start_beats`), which makes the layout exact; without them the prime is read
+with the pickup its MIDI shows, unless the take's first note lies before the bar line computed that way, which only a
+pickup explains (a bar line is then put on that note). The style is the take's (its
 controls' style and style mix) where the model knows it, else "any style".
 
 **Log-likelihood of a take given its prime** (natural log, summed over the take's steps), per family:
