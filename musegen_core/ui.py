@@ -13,7 +13,7 @@ import secrets
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ import streamlit as st
 from musegen_core import admin
 from musegen_core.analysis import compare
 from musegen_core.compare import Pair, Prime, builtin_primes, make_pair, pair_spec
-from musegen_core.controls import Controls, controls_from_strings
+from musegen_core.controls import Controls, controls_from_strings, key_of
 from musegen_core.errors import MusegenError, StoreError
 from musegen_core.feedback import FeedbackStore
 from musegen_core.feedback.store import check_rater, default_db_url, is_anonymous_rater, new_anonymous_rater_id
@@ -399,8 +399,9 @@ def _engraving(piece: Piece, projector: bool) -> Engraving:
 def notation(piece: Piece, title: str, projector: bool, where: Any = st) -> None:
     """`piece` engraved (verovio SVG) under a heading, scrolling sideways when wider than the column. The SVG goes in
     as an image (a data URL): `st.html` sanitises inline SVG away, and an image keeps verovio's glyphs intact."""
-    engraving = _engraving(piece, projector)
-    where.markdown(f"**{title}**")
+    written = piece.key is not None
+    engraving = _engraving(piece if written else replace(piece, key=key_of(piece)), projector)
+    where.markdown(f"**{title}**" + ("" if written else " (no key in the file: key signature estimated)"))
     for page in engraving.pages:
         source = "data:image/svg+xml;base64," + base64.b64encode(page.encode()).decode()
         where.html(f'<div class="musegen-notation" style="overflow-x:auto"><img alt="{title}" src="{source}"></div>')

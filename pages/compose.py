@@ -280,23 +280,32 @@ def compare_takes(state: ui.ComposeState, source: tuple[str, int, int]) -> None:
     )  # fmt: skip
 
 
+@st.fragment
 def rate(state: ui.ComposeState) -> None:
+    """Stars, tags and a comment for the take on screen. A fragment: a click here reruns only this box, not the
+    page with its rolls, notation and audio, so saving a rating answers at once even on a busy server."""
     take = state.take
     if take.number in state.saved_ratings:
-        st.success(f"Thanks — rating #{state.saved_ratings[take.number]} saved.")
+        st.success(saved_message(state.saved_ratings[take.number]))
         return
-    st.markdown("**How good is this take?**")
-    stars = st.feedback("stars", key=f"stars-{take.number}")
-    tags = st.multiselect(
-        "Tags (optional)", list(TAGS), key=f"tags-{take.number}", placeholder="catchy, boring, wrong notes…",
-        help="; ".join(f"{tag}: {meaning}" for tag, meaning in TAGS.items()),
-    )  # fmt: skip
-    comment = st.text_input("Comment (optional)", key=f"comment-{take.number}", max_chars=1000)
-    if st.button("Save rating", disabled=stars is None):
+    box = st.empty()
+    with box.container():
+        st.markdown("**How good is this take?**")
+        stars = st.feedback("stars", key=f"stars-{take.number}")
+        tags = st.multiselect(
+            "Tags (optional)", list(TAGS), key=f"tags-{take.number}", placeholder="catchy, boring, wrong notes…",
+            help="; ".join(f"{tag}: {meaning}" for tag, meaning in TAGS.items()),
+        )  # fmt: skip
+        comment = st.text_input("Comment (optional)", key=f"comment-{take.number}", max_chars=1000)
+        clicked = st.button("Save rating", disabled=stars is None)
+    if clicked:
         rating = rating_for(take, stars + 1, comment, tags=tags, rater=ui.rater())  # st.feedback gives 0–4
-        rating_id = ui.feedback_store().add(rating)
-        state.saved_ratings[take.number] = rating_id
-        st.rerun()
+        state.saved_ratings[take.number] = ui.feedback_store().add(rating)
+        box.success(saved_message(state.saved_ratings[take.number]))
+
+
+def saved_message(rating_id: int) -> str:
+    return f"Thanks — rating #{rating_id} saved."
 
 
 st.title("Compose")

@@ -1,0 +1,270 @@
+"""Many sessions on one server: a class of students generating and rating at the same time.
+
+Starts `streamlit run app.py` (a fresh SQLite store in a temporary folder) and drives `--sessions` real browser
+sessions (Playwright contexts in one Debian Chromium, never `playwright install`) for `--minutes`. Each session uploads
+its own melody (a different length per session, so its note count identifies it), then loops: a new seed, Generate
+an 8-bar take (the default), give it stars, Save rating. Measured:
+
+- rating submit: click on "Save rating" → the "rating #… saved" line is on screen (p50/p95/max, ms; target p95 < 300);
+- generate: click on "Generate" → the take's heading is on screen (p50/p95);
+- a heavy upload: halfway through, one extra session uploads a large MusicXML file; the others' submit latencies while
+  it is being read are reported separately;
+- leakage: every session's page must show its own melody's note count, and every stored rating must name the
+  session's own file (`prime_name`) — any mismatch is counted;
+- memory: the server's resident memory when started, after one warm-up session's first take (models, SoundFont and
+  music21 loaded), once every session has a take, and at the end; growth per session = (every session − warm) /
+  sessions. The models and the SoundFont are `st.cache_resource`/module-level
+  objects shared by every session, so per-session growth is session state (takes, uploads), not model copies.
+
+    .venv/bin/python bench/sessions.py [--sessions 30] [--minutes 3]
+
+Prints Markdown tables and writes bench/results/sessions.json. On the 2-core development machine the browser's 30
+tabs and the server share two cores, so these numbers are a worst case for the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from musegen_core.feedback import FeedbackStore  # noqa: E402
+from musegen_core.formats.midi import piece_to_midi  # noqa: E402
+from musegen_core.formats.musicxml import piece_to_musicxml  # noqa: E402
+from musegen_core.music import Note, Part, Piece  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "sessions.json"
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--mute-audio"]
+TIMEOUT_MS = 300_000
+HEAVY_NOTES = 8_000  # the heavy upload: a long legal MusicXML melody (music21 needs several seconds for it)
+
+
+def melody(notes: int) -> Piece:
+    """A D-major line of `notes` eighth notes (the note count tells sessions apart)."""
+    scale = [62, 64, 66, 67, 69, 71, 73, 74]
+    return Piece((Part("Whistle", tuple(Note(scale[i % 8], i * 0.5, 0.5) for i in range(notes)), 78),), 100)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(folder: Path) -> tuple[subprocess.Popen, str, str]:
+    db_url = f"sqlite:///{folder / 'ratings.sqlite3'}"
+    port = free_port()
+    env = {**os.environ, "MUSEGEN_DB_URL": db_url, "MUSEGEN_USER_MODELS_DIR": str(folder / "models")}
+    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless=true"]
+    server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://localhost:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2):
+                return server, url, db_url
+        except OSError:
+            time.sleep(0.3)
+    server.kill()
+    raise TimeoutError("streamlit did not start")
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process, MB (from /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class Session:
+    """One student: their own melody file, and the latencies they saw."""
+
+    def __init__(self, number: int, folder: Path) -> None:
+        self.number = number
+        self.notes = 12 + number  # unique per session
+        self.file = folder / f"student-{number:02d}.mid"
+        self.file.write_bytes(piece_to_midi(melody(self.notes)))
+        self.submits: list[tuple[float, float]] = []  # (when, ms)
+        self.generates: list[float] = []
+        self.leaks = 0
+        self.errors: list[str] = []
+
+    async def open(self, context, url: str) -> object:
+        page = await context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        await page.goto(url)
+        await page.get_by_text("Upload a melody to begin").wait_for()
+        await page.locator("input[type=file]").set_input_files(str(self.file))
+        await page.get_by_text(f"{self.notes} notes").first.wait_for()
+        return page
+
+    async def one_round(self, page, round_number: int) -> None:
+        seed = page.get_by_role("spinbutton", name="Seed")
+        await seed.fill(str(round_number + 1))  # a new take each round (rating the same take again replaces it)
+        started = time.perf_counter()
+        await page.get_by_role("button", name="Generate").click()
+        await page.get_by_text(f"Take {round_number + 1} —").first.wait_for()
+        self.generates.append((time.perf_counter() - started) * 1000)
+        if not await page.get_by_text(f"{self.notes} notes").count():
+            self.leaks += 1
+        stars = page.locator("[data-testid='stFeedback'] button, [data-testid='stButtonGroup'] button")
+        await stars.nth(3).click()
+        started = time.perf_counter()
+        await page.get_by_role("button", name="Save rating").click()
+        await page.get_by_text("saved.").first.wait_for()
+        self.submits.append((time.time(), (time.perf_counter() - started) * 1000))
+
+    async def run(self, context, url: str, until: float) -> None:
+        try:
+            page = await self.open(context, url)
+            rounds = 0
+            while time.time() < until:
+                await self.one_round(page, rounds)
+                rounds += 1
+        except Exception as error:  # a session that breaks is counted, not fatal to the bench
+            self.errors.append(f"{type(error).__name__}: {str(error).splitlines()[0][:200]}")
+
+
+async def heavy_upload(context, url: str, folder: Path, delay_s: float) -> tuple[float, float]:
+    """Upload a large MusicXML file after `delay_s`; returns (start, end) wall times of reading it."""
+    await asyncio.sleep(delay_s)
+    path = folder / "heavy.musicxml"
+    path.write_bytes(piece_to_musicxml(melody(HEAVY_NOTES)))
+    page = await context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    await page.goto(url)
+    await page.get_by_text("Upload a melody to begin").wait_for()
+    start = time.time()
+    await page.locator("input[type=file]").set_input_files(str(path))
+    await page.get_by_text(f"{HEAVY_NOTES} notes").first.or_(page.locator("[data-testid='stAlert']")).first.wait_for()
+    return start, time.time()
+
+
+def percentiles(values: list[float]) -> dict:
+    if not values:
+        return {"count": 0}
+    ordered = sorted(values)
+    pick = lambda q: ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]  # noqa: E731
+    return {"count": len(values), "p50": pick(0.5), "p95": pick(0.95), "max": ordered[-1],
+            "mean": statistics.fmean(values)}  # fmt: skip
+
+
+async def drive(args: argparse.Namespace, url: str, folder: Path, server_pid: int) -> dict:
+    from playwright.async_api import async_playwright
+
+    sessions = [Session(i, folder) for i in range(args.sessions)]
+    memory = {"before_mb": rss_mb(server_pid)}
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        warm_up = Session(99, folder)  # loads the model, SoundFont and music21 once, before the class arrives
+        await warm_up.one_round(await warm_up.open(await browser.new_context(), url), 0)
+        memory["warm_mb"] = rss_mb(server_pid)
+        contexts = [await browser.new_context(viewport={"width": 1200, "height": 900}) for _ in sessions]
+        until = time.time() + 60 * args.minutes
+        runs = [asyncio.create_task(s.run(c, url, until)) for s, c in zip(sessions, contexts, strict=True)]
+        heavy = asyncio.create_task(heavy_upload(await browser.new_context(), url, folder, 30 * args.minutes))
+        while not all(s.submits or s.errors for s in sessions) and time.time() < until:
+            await asyncio.sleep(1)
+        memory["all_sessions_mb"] = rss_mb(server_pid)
+        await asyncio.gather(*runs)
+        heavy_window = await heavy
+        memory["end_mb"] = rss_mb(server_pid)
+        await browser.close()
+    return summarise(sessions, memory, heavy_window)
+
+
+def summarise(sessions: list[Session], memory: dict, heavy: tuple[float, float]) -> dict:
+    submits = [ms for s in sessions for _, ms in s.submits]
+    during = [ms for s in sessions for when, ms in s.submits if heavy[0] <= when <= heavy[1] + 1]
+    memory["growth_per_session_mb"] = (memory["all_sessions_mb"] - memory["warm_mb"]) / len(sessions)
+    return {
+        "sessions": len(sessions),
+        "ratings_submitted": len(submits),
+        "submit_ms": percentiles(submits),
+        "submit_ms_during_heavy_upload": percentiles(during),
+        "heavy_upload_seconds": round(heavy[1] - heavy[0], 2),
+        "generate_ms": percentiles([ms for s in sessions for ms in s.generates]),
+        "page_leaks": sum(s.leaks for s in sessions),
+        "session_errors": [e for s in sessions for e in s.errors],
+        "memory": memory,
+    }
+
+
+def stored_leaks(db_url: str, sessions: int) -> dict:
+    """Ratings in the store, and how many name another session's file than their rater's."""
+    ratings = FeedbackStore(db_url).recent(limit=1_000_000)
+    by_file: dict[str, int] = {}
+    for rating in ratings:
+        by_file[rating.prime_name] = by_file.get(rating.prime_name, 0) + 1
+    expected = {f"student-{i:02d}.mid" for i in [*range(sessions), 99]}  # 99: the warm-up session
+    return {"ratings_stored": len(ratings), "files_rated": len(by_file),
+            "ratings_naming_unknown_files": sum(n for f, n in by_file.items() if f not in expected)}  # fmt: skip
+
+
+def markdown(result: dict) -> str:
+    rows = [
+        ("rating submit", result["submit_ms"]),
+        ("… while a heavy file is read", result["submit_ms_during_heavy_upload"]),
+        ("generate (8-bar take, to screen)", result["generate_ms"]),
+    ]
+    lines = ["| what | n | p50 ms | p95 ms | max ms |", "|---|---:|---:|---:|---:|"]
+    for name, p in rows:
+        if p["count"]:
+            lines.append(f"| {name} | {p['count']} | {p['p50']:.0f} | {p['p95']:.0f} | {p['max']:.0f} |")
+    m = result["memory"]
+    lines += [
+        "",
+        f"sessions {result['sessions']}, ratings submitted {result['ratings_submitted']}, stored "
+        f"{result['store']['ratings_stored']}, page leaks {result['page_leaks']}, stored ratings naming another "
+        f"file {result['store']['ratings_naming_unknown_files']}, session errors {len(result['session_errors'])}; "
+        f"heavy upload read in {result['heavy_upload_seconds']} s; server memory {m['before_mb']:.0f} (started) → "
+        f"{m['warm_mb']:.0f} (one session warm) → {m['all_sessions_mb']:.0f} (every session has a take) → "
+        f"{m['end_mb']:.0f} MB (end): {m['growth_per_session_mb']:.1f} MB per session",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sessions", type=int, default=30)
+    parser.add_argument("--minutes", type=float, default=3.0)
+    parser.add_argument("--json", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="musegen-sessions-") as temporary:
+        folder = Path(temporary)
+        server, url, db_url = start_server(folder)
+        try:
+            result = asyncio.run(drive(args, url, folder, server.pid))
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+        result["store"] = stored_leaks(db_url, args.sessions)
+    result["created"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    result["minutes"] = args.minutes
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    result["cpus"] = os.cpu_count()
+    print(markdown(result))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
