@@ -359,7 +359,8 @@ def test_a_run_stopped_and_resumed_ends_with_the_weights_of_an_uninterrupted_one
     whole = finetune.finetune("tiny", data, out=str(tmp_path / "whole"), **options)
     stopped = finetune.finetune("tiny", data, out=str(tmp_path / "parts"), stop_at=4, **options)
     assert stopped.name is None and not (tmp_path / "parts").exists()
-    assert sorted(p.name for p in (tmp_path / "parts.resume").iterdir()) == ["resume.json", "resume.safetensors"]
+    resume_files = sorted(p.name for p in (tmp_path / "parts.resume").iterdir())
+    assert resume_files == ["resume-00000004.safetensors", "resume.json"]
     with pytest.raises(SystemExit, match=r"settings differ .*\['beta'\]"):
         finetune.finetune("tiny", data, out=str(tmp_path / "parts"), resume=True, **options | {"beta": 0.5})
     parts = finetune.finetune("tiny", data, out=str(tmp_path / "parts"), resume=True, **options)

@@ -5,7 +5,8 @@
 database at once migrate it once. A database made before migrations existed (a `ratings` table, no
 `alembic_version`) is first stamped as revision 0001, the schema it has; an empty database starts from nothing.
 
-SQLite connections run with WAL, a busy timeout and foreign keys on; SQLAlchemy, not the sqlite3 module, begins
+SQLite connections run with WAL, `synchronous=FULL` (a commit is on disk when it returns: WAL with NORMAL may lose
+the latest commits on power loss), a busy timeout and foreign keys on; SQLAlchemy, not the sqlite3 module, begins
 transactions (so DDL is transactional and a writer can take the write lock up front, see `WRITE`).
 
 A new schema change is a new file in `migrations/versions/` whose `down_revision` is the current head; start one
@@ -20,6 +21,7 @@ revision with rows in it.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from functools import cache
 from pathlib import Path
@@ -27,6 +29,7 @@ from typing import Any
 
 from sqlalchemy import Connection, create_engine, event, inspect
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 
 from musegen_core.errors import StoreError
 
@@ -55,10 +58,18 @@ def make_engine(url: str) -> Engine:
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.isolation_level = None  # the sqlite3 module must not BEGIN on its own: `_sqlite_begin` does
     cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")  # first: switching to WAL may wait for a lock
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA synchronous=FULL")  # WAL + NORMAL may lose the last commits on power loss; FULL may not
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def is_busy(error: DBAPIError) -> bool:
+    """Whether a driver error is SQLite's SQLITE_BUSY ("database is locked": the lock was not had within the busy
+    timeout). A transaction that fails with it has written nothing, so it can be run again."""
+    code = getattr(error.orig, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF == sqlite3.SQLITE_BUSY  # extended codes (BUSY_SNAPSHOT, ...) too
 
 
 def _sqlite_begin(conn: Connection) -> None:

@@ -1,9 +1,10 @@
 """The feedback store: star ratings of takes and A/B pair votes, kept in a real database through SQLAlchemy.
 
-SQLite file by default (WAL journal, busy timeout, foreign keys on); PostgreSQL or any SQLAlchemy URL via
-`MUSEGEN_DB_URL` (e.g. `postgresql+psycopg://user:secret@host/musegen`). Opening a store upgrades the database to
-the newest schema with Alembic (`musegen_core.feedback.migrate`), so a database from an older version keeps all
-its rows. Tables: `musegen_core.feedback.schema`.
+SQLite file by default (WAL journal, `synchronous=FULL`, busy timeout, foreign keys on; a write that meets "database
+is locked" is run again, see `FeedbackStore._write`); PostgreSQL or any SQLAlchemy URL via `MUSEGEN_DB_URL` (e.g.
+`postgresql+psycopg://user:secret@host/musegen`). Opening a store upgrades the database to the newest schema with
+Alembic (`musegen_core.feedback.migrate`), so a database from an older version keeps all its rows. Tables:
+`musegen_core.feedback.schema`.
 
 What goes in and comes out are the frozen dataclasses below, never ORM rows:
 
@@ -34,8 +35,10 @@ import hashlib
 import json
 import operator
 import os
+import random
 import re
 import secrets
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -45,7 +48,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from sqlalchemy import Connection, delete, func, insert, select, update
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from musegen_core.errors import StoreError
 from musegen_core.feedback import migrate
@@ -54,6 +57,8 @@ from musegen_core.feedback.schema import pair_vote_tags, pair_votes, pieces, rat
 DB_URL_ENV = "MUSEGEN_DB_URL"
 DATA_DIR_ENV = "MUSEGEN_DATA_DIR"
 SQLITE_BUSY_TIMEOUT_MS = migrate.SQLITE_BUSY_TIMEOUT_MS
+BUSY_RETRIES = 5  # SQLite writes run again after "database is locked" (≤ 6 × 5 s busy timeout; see `_write`)
+BUSY_PAUSE_S = 0.05  # at most this long, at random, before each of them
 
 # The tag vocabulary, in display order. Adding a tag is a code change (no migration: tags are stored as text).
 TAGS: dict[str, str] = {
@@ -500,19 +505,35 @@ class FeedbackStore:
             raise StoreError(f"The feedback database could not be read: {exc.__class__.__name__}.") from exc
 
     def _write(self, failure: str, work: Callable[[Connection], T], attempts: int = 3) -> T:
-        """Run `work` in one write transaction; retried when a concurrent writer won a unique-key race."""
-        for attempt in range(attempts):
+        """Run `work` in one write transaction. A failed transaction was rolled back, so running it again never
+        writes twice; that is done when a concurrent writer won a unique-key race (up to `attempts` runs in all),
+        and on SQLite up to `BUSY_RETRIES` times, after a random pause of up to `BUSY_PAUSE_S`, when the write lock
+        was not had within the busy timeout. SQLite's busy handler polls at growing intervals, 100 ms apart after the
+        first 0.2 s, so under many writing processes a long waiter keeps losing the lock to newcomers, which poll
+        every few ms: with 30 processes writing at once, 14 of 3000 ratings waited out the whole 5 s timeout and
+        failed with "database is locked" (bench/durability.py). A fresh attempt polls quickly again; the pause keeps
+        the retriers from arriving together."""
+        races = busy = 0
+        while True:
             try:
                 with self._engine.connect() as conn:
                     conn.execution_options(**migrate.WRITE)
                     with conn.begin():
                         return work(conn)
             except IntegrityError as exc:
-                if attempt == attempts - 1:
-                    raise StoreError(f"{failure}: {exc.__class__.__name__}. Please try again.") from exc
+                races += 1
+                if races < attempts:
+                    continue
+                error: SQLAlchemyError = exc
+            except OperationalError as exc:
+                if migrate.is_busy(exc) and busy < BUSY_RETRIES:
+                    busy += 1
+                    time.sleep(random.uniform(0, BUSY_PAUSE_S))
+                    continue
+                error = exc
             except SQLAlchemyError as exc:
-                raise StoreError(f"{failure}: {exc.__class__.__name__}. Please try again.") from exc
-        raise AssertionError("unreachable")
+                error = exc
+            raise StoreError(f"{failure}: {error.__class__.__name__}. Please try again.") from error
 
     # For the dataset export (same package): plain rows, pieces fetched on demand.
     def _export_rows(self) -> tuple[list[Any], dict[int, tuple[str, ...]], list[Any], dict[int, tuple[str, ...]]]:

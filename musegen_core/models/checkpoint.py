@@ -55,6 +55,7 @@ def save_checkpoint(
     *,
     info: dict | None = None,
     training: dict | None = None,
+    lineage: dict | None = None,
 ) -> Path:
     """Write a checkpoint folder atomically (a temporary sibling folder renamed into place).
 
@@ -66,6 +67,8 @@ def save_checkpoint(
         metrics: held-out metrics, e.g. {"test_nll_bits_per_step": 1.23}.
         info: registry fields: description, version, trained_on, commercial_use_cleared.
         training: how it was trained (command, steps, seconds, device, ...).
+        lineage: a fine-tuned version's parent, dataset and gate (written in the same atomic step, so a version
+            never appears without it).
 
     Returns:
         The checkpoint folder.
@@ -85,7 +88,7 @@ def save_checkpoint(
             "training": training or {},
             "metrics": metrics,
             "sha256": file_sha256(temporary / WEIGHTS),
-        }
+        } | ({"lineage": lineage} if lineage is not None else {})
         (temporary / CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
         (temporary / CARD).write_text(card_text)
         _make_readable(temporary)

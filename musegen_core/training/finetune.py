@@ -608,9 +608,7 @@ def _finish(args, name, folder, loaded, policy, examples: Examples, data: Feedba
             raise MusegenError(f"{out} exists already: versions are never overwritten (choose another --out)")
         meta = _meta(args, name, loaded, examples, data, progress, device, world, started, verdict, base, version)
         save_checkpoint(policy.cpu(), loaded.model.config, out, card_text(out.name, meta), meta["metrics"],
-                        info=meta["info"], training=meta["training"])  # fmt: skip
-        written = json.loads((out / "config.json").read_text())
-        write_meta(out, written | {"lineage": meta["lineage"]}, card_text(out.name, meta))
+                        info=meta["info"], training=meta["training"], lineage=meta["lineage"])  # fmt: skip
     promoted = False
     if verdict is not None and verdict.passed and args.promote:
         if out.parent == registry.user_models_dir():

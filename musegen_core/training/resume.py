@@ -1,11 +1,13 @@
 """Resume checkpoints: everything a training run needs to go on exactly where it stopped, without pickles.
 
-A resume folder holds `resume.safetensors` — the model's weights (`model.*`), the best-by-validation weights so far
-(`best.*`), the optimiser's state tensors flattened to `optimizer.<parameter index>.<name>`, and the torch RNG states
-(`rng.cpu`, `rng.cuda`) — and `resume.json`: the step, the history, the best validation score, the numpy generator
-state, the optimiser's parameter groups, the LR schedule state, the run's settings (a resumed run must use the same
-ones) and the sha256 of the tensors file. Each file is written to a temporary name and renamed into place, the JSON
-last, so a run killed while saving leaves the previous pair, or a pair whose sha256 check fails loudly.
+A resume folder holds `resume-<step>.safetensors` — the model's weights (`model.*`), the best-by-validation weights so
+far (`best.*`), the optimiser's state tensors flattened to `optimizer.<parameter index>.<name>`, and the torch RNG
+states (`rng.cpu`, `rng.cuda`) — and `resume.json`: the step, the history, the best validation score, the numpy
+generator state, the optimiser's parameter groups, the LR schedule state, the run's settings (a resumed run must use
+the same ones), the name of its tensors file and that file's sha256. Each file is written to a temporary name and
+renamed into place, the JSON last, and the previous step's tensors are deleted only after that: a run killed at any
+moment while saving leaves the previous complete pair (the tensors file is per step, so the new one never replaces
+the file the old JSON names).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from musegen_core.hashing import file_sha256
 
-TENSORS, STATE = "resume.safetensors", "resume.json"
+TENSORS, STATE = "resume.safetensors", "resume.json"  # TENSORS: the name before per-step files
 
 
 @dataclass
@@ -54,9 +56,10 @@ def save(
     tensors["rng.cpu"] = torch.get_rng_state()
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
-    temporary = folder / f".{TENSORS}.tmp"
+    name = f"resume-{progress.step:08d}.safetensors"
+    temporary = folder / f".{name}.tmp"
     save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(temporary))
-    os.replace(temporary, folder / TENSORS)
+    os.replace(temporary, folder / name)
     state = {
         "step": progress.step,
         "best": progress.best,
@@ -66,10 +69,14 @@ def save(
         "param_groups": optimiser_state["param_groups"],
         "schedule": schedule.state_dict(),
         "settings": settings,
-        "sha256": file_sha256(folder / TENSORS),
+        "tensors": name,
+        "sha256": file_sha256(folder / name),
     }
     (folder / f".{STATE}.tmp").write_text(json.dumps(state, indent=1))
     os.replace(folder / f".{STATE}.tmp", folder / STATE)
+    for old in [folder / TENSORS, *folder.glob("resume-*.safetensors")]:
+        if old.name != name:
+            old.unlink(missing_ok=True)
 
 
 def load(
@@ -89,15 +96,16 @@ def load(
         state = json.loads((folder / STATE).read_text())
     except FileNotFoundError:
         raise SystemExit(f"--resume: no resume checkpoint in {folder} (no {STATE})") from None
-    if file_sha256(folder / TENSORS) != state["sha256"]:
-        raise SystemExit(f"--resume: {folder / TENSORS} does not match {STATE} (interrupted write?)")
+    tensors_file = folder / state.get("tensors", TENSORS)
+    if not tensors_file.is_file() or file_sha256(tensors_file) != state["sha256"]:
+        raise SystemExit(f"--resume: {tensors_file} does not match {STATE} (interrupted write?)")
     changed = sorted(
         k for k in settings.keys() | state["settings"].keys() if settings.get(k) != state["settings"].get(k)
     )
     if changed:
         was = {k: state["settings"].get(k) for k in changed}
         raise SystemExit(f"--resume: settings differ from the interrupted run's {was}: {changed}")
-    tensors = load_file(str(folder / TENSORS), device="cpu")
+    tensors = load_file(str(tensors_file), device="cpu")
     model.load_state_dict(_section(tensors, "model"))
     optimiser.load_state_dict({"state": _optimiser_state(tensors), "param_groups": state["param_groups"]})
     schedule.load_state_dict(state["schedule"])
