@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from musegen_core.errors import FormatError, MusegenError
-from musegen_core.formats import MusicFile, default_melody_part, open_music_file
+from musegen_core.formats import MusicFile, default_melody_part
 from musegen_core.music import Piece
+from musegen_core.workers import load_untrusted, open_untrusted
 
 if TYPE_CHECKING:
     from musegen_core.controls import Controls
@@ -172,13 +173,10 @@ def _read(path: Path) -> bytes:
         raise FormatError(f"Cannot read {path}: {exc.strerror or exc}.") from exc
 
 
-def _open(path: Path) -> MusicFile:
-    return open_music_file(_read(path), path.name)
-
-
 def _check(args: argparse.Namespace) -> int:
-    music_file = _open(args.file)
-    piece = music_file.load(args.tune)
+    """Summarise a music file; it is opened and parsed in worker processes (`workers`), as uploads are."""
+    music_file = open_untrusted(_read(args.file), args.file.name)
+    piece = load_untrusted(music_file.data, music_file.filename, args.tune)
     summary = _summary(music_file, piece, args.tune)
     if args.json:
         print(json.dumps({"ok": True, **summary}))
@@ -209,7 +207,7 @@ def _generate(args: argparse.Namespace) -> int:
     from musegen_core.generate import continue_melody
     from musegen_core.models.registry import default_model_name, load_model
 
-    piece = _open(args.file).load(args.tune)
+    piece = load_untrusted(_read(args.file), args.file.name, args.tune)
     part = default_melody_part(piece) if args.part is None else args.part
     if not 0 <= part < len(piece.parts):
         raise FormatError(f"--part must be within 0 and {len(piece.parts) - 1} (received {part}).")

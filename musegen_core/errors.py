@@ -29,3 +29,25 @@ class ControlError(MusegenError):
 
 class StoreError(MusegenError):
     """The feedback database could not be read or written."""
+
+
+class WorkerError(MusegenError):
+    """A worker process (`workers`) ran out of time or memory, crashed, was killed or sent back something
+    unacceptable; it was stopped, and the next job gets a fresh one.
+
+    `reason` says which: "timeout", "cpu" (time), "memory", "crash" (a signal or an unexpected exit), "killed"
+    (SIGKILL from outside MuseGen), "garbled" (an answer refused), "failed" (an unexpected exception in the job),
+    "start" (no worker could be started) or "config" (a limit in the environment is not valid).
+    """
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class ParseWorkerError(WorkerError, FormatError):
+    """The worker reading an uploaded file failed (a `FormatError` too: the file could not be read)."""
+
+
+class RenderWorkerError(WorkerError, RenderError):
+    """The worker rendering audio failed (a `RenderError` too)."""

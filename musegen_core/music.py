@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 PITCH_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 MODES = ("major", "minor")
@@ -208,3 +209,84 @@ class Piece:
         if not 0 <= index < len(self.parts):
             raise IndexError(f"part index must be within 0 and {len(self.parts) - 1} (received {index})")
         return self.with_parts((self.parts[index],))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Plain data (JSON) form of a `Piece`: how a worker process hands a parsed piece back without pickle.
+
+
+def piece_to_dict(piece: Piece) -> dict[str, Any]:
+    """`piece` as JSON-ready plain data; `piece_from_dict` reads it back exactly (JSON keeps every float as is).
+
+    Notes are `[pitch, start_beats, duration_beats, velocity]` lists, in the part's order.
+    """
+    return {
+        "title": piece.title,
+        "tempo_bpm": piece.tempo_bpm,
+        "time_signature": [piece.time_signature.numerator, piece.time_signature.denominator],
+        "key": None if piece.key is None else [piece.key.tonic_pc, piece.key.mode],
+        "pickup_beats": piece.pickup_beats,
+        "parts": [
+            {
+                "name": part.name,
+                "program": part.program,
+                "is_drum": part.is_drum,
+                "notes": [[n.pitch, n.start_beats, n.duration_beats, n.velocity] for n in part.notes],
+            }
+            for part in piece.parts
+        ],
+    }
+
+
+def piece_from_dict(data: object) -> Piece:
+    """The `Piece` written by `piece_to_dict`, read strictly: exactly its keys, JSON types that match (no string
+    for a number, no float for an int, no bool for either), and every value checked by the dataclasses.
+
+    Raises:
+        ValueError: anything else (the data may come from a process that cannot be trusted).
+    """
+    fields = _record(data, ("title", "tempo_bpm", "time_signature", "key", "pickup_beats", "parts"))
+    numerator, denominator = _items(fields["time_signature"], 2)
+    key = None if fields["key"] is None else _items(fields["key"], 2)
+    return Piece(
+        parts=tuple(_part_from_dict(part) for part in _items(fields["parts"])),
+        tempo_bpm=_typed(fields["tempo_bpm"], float),
+        time_signature=TimeSignature(_typed(numerator, int), _typed(denominator, int)),
+        key=None if key is None else Key(_typed(key[0], int), _typed(key[1], str)),
+        title=_typed(fields["title"], str),
+        pickup_beats=_typed(fields["pickup_beats"], float),
+    )
+
+
+def _part_from_dict(data: object) -> Part:
+    fields = _record(data, ("name", "program", "is_drum", "notes"))
+    notes = []
+    for note in _items(fields["notes"]):
+        pitch, start, duration, velocity = _items(note, 4)
+        notes.append(Note(_typed(pitch, int), _typed(start, float), _typed(duration, float), _typed(velocity, int)))
+    return Part(
+        name=_typed(fields["name"], str),
+        notes=tuple(notes),
+        program=_typed(fields["program"], int),
+        is_drum=_typed(fields["is_drum"], bool),
+    )
+
+
+def _record(data: object, keys: tuple[str, ...]) -> dict[str, object]:
+    if not isinstance(data, dict) or set(data) != set(keys):
+        raise ValueError(f"expected an object with the keys {', '.join(keys)}")
+    return data
+
+
+def _items(data: object, length: int | None = None) -> list[object]:
+    if not isinstance(data, list) or (length is not None and len(data) != length):
+        raise ValueError(f"expected a list{'' if length is None else f' of {length} items'}")
+    return data
+
+
+def _typed(value: object, kind: type) -> Any:
+    """`value` when it is of JSON type `kind` (a float may be written as an int: 120 for 120.0)."""
+    allowed = (int, float) if kind is float else (kind,)
+    if type(value) not in allowed:
+        raise ValueError(f"expected {kind.__name__}, received {type(value).__name__}")
+    return value

@@ -26,7 +26,7 @@ from musegen_core.controls import Controls, controls_from_strings, key_of
 from musegen_core.errors import MusegenError, StoreError
 from musegen_core.feedback import FeedbackStore
 from musegen_core.feedback.store import check_rater, default_db_url, is_anonymous_rater, new_anonymous_rater_id
-from musegen_core.formats import MusicFile, default_melody_part, describe_part, open_music_file
+from musegen_core.formats import MusicFile, default_melody_part, describe_part
 from musegen_core.gallery import Gallery, make_gallery
 from musegen_core.models.registry import ModelInfo, list_models, load_model, promoted
 from musegen_core.music import Piece
@@ -35,6 +35,7 @@ from musegen_core.render.audio import RenderSettings, render
 from musegen_core.render.notation import Engraving, notation_svg
 from musegen_core.render.soundfonts import installed_soundfonts, user_soundfont_file, user_soundfonts_allowed
 from musegen_core.studio import Download, LatentTakes, Take, downloads, takes_archive
+from musegen_core.workers import load_untrusted, open_untrusted
 
 log = logging.getLogger("musegen.ui")
 
@@ -61,12 +62,14 @@ def models() -> list[ModelInfo]:
 
 @st.cache_data(show_spinner="Reading the file…", max_entries=32)
 def music_file(data: bytes, filename: str) -> MusicFile:
-    return open_music_file(data, filename)
+    """The uploaded file's format and tunes, read in a worker process (`workers`: time and memory limits)."""
+    return open_untrusted(data, filename)
 
 
 @st.cache_data(show_spinner="Reading the tune…", max_entries=32)
 def load_tune(data: bytes, filename: str, tune_index: int) -> Piece:
-    return open_music_file(data, filename).load(tune_index)
+    """One tune of the uploaded file, parsed in a worker process (`workers`: time and memory limits)."""
+    return load_untrusted(data, filename, tune_index)
 
 
 @st.cache_data(show_spinner="Continuing the melody in every style…", max_entries=16)

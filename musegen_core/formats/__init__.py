@@ -7,10 +7,20 @@ Typical use (what the upload page does)::
     melody = piece.only_part(default_melody_part(piece))
 
 Every failure is a `FormatError` whose message is one line saying what is wrong and what to do.
+
+These functions parse in the calling process. Bytes from outside (uploads, files given to the CLI) are read through
+`musegen_core.workers.open_untrusted` / `load_untrusted`, which run them in a killable worker process.
+
+XML safety: entity declarations (billion laughs, external entities) are refused before any XML parser runs
+(`formats.musicxml`), and MusicXML is read only where Python's expat is at least `EXPAT_MIN_VERSION` (2.4.1, the first
+with expat's own limits on entity amplification), checked at import: with an older expat, MusicXML uploads are
+refused and a warning is logged.
 """
 
 from __future__ import annotations
 
+import logging
+import pyexpat
 import re
 import statistics
 from collections.abc import Callable
@@ -29,8 +39,10 @@ __all__ = [
     "MAX_UPLOAD_BYTES",
     "UPLOAD_EXTENSIONS",
     "MusicFile",
+    "check_upload_size",
     "default_melody_part",
     "describe_part",
+    "expat_is_safe",
     "load_piece",
     "midi_to_piece",
     "open_music_file",
@@ -43,6 +55,7 @@ MUSICXML_EXTENSIONS = (".musicxml", ".xml", ".mxl")
 ABC_EXTENSIONS = (".abc",)
 UPLOAD_EXTENSIONS = tuple(ext.lstrip(".") for ext in (*MIDI_EXTENSIONS, *MUSICXML_EXTENSIONS, *ABC_EXTENSIONS))
 UPLOAD_HINT = "Upload a .mid, .musicxml/.mxl or .abc file."
+EXPAT_MIN_VERSION = (2, 4, 1)
 MIN_MELODY_NOTES = 4
 # Part names that announce a melody line (matched at the start of a word, case-insensitive).
 _MELODY_NAME = re.compile(
@@ -50,6 +63,17 @@ _MELODY_NAME = re.compile(
     r"|recorder|whistle|tune)",
     re.IGNORECASE,
 )
+log = logging.getLogger("musegen.formats")
+
+
+def expat_is_safe(version_info: tuple[int, int, int]) -> bool:
+    """True when an expat of this version limits entity amplification itself (2.4.1 or later)."""
+    return tuple(version_info) >= EXPAT_MIN_VERSION
+
+
+EXPAT_SAFE = expat_is_safe(pyexpat.version_info)
+if not EXPAT_SAFE:
+    log.warning("%s is older than 2.4.1: MusicXML uploads are refused until it is updated", pyexpat.EXPAT_VERSION)
 
 
 @dataclass(frozen=True)
@@ -93,21 +117,27 @@ def open_music_file(data: bytes, filename: str) -> MusicFile:
     Raises:
         FormatError: empty, larger than `MAX_UPLOAD_BYTES`, unknown extension, or content that does not match it.
     """
+    check_upload_size(data, filename)
+    file_format = _sniff_format(data, filename)
+    stem = PurePath(filename).stem or filename
+    if file_format == "abc":
+        titles = tuple(tune.title for tune in split_tunes(decode_abc(data)))
+    elif file_format == "musicxml":
+        _require_safe_expat()
+        titles = (musicxml_title(musicxml_bytes(data)) or stem,)
+    else:
+        titles = (stem,)
+    return MusicFile(format=file_format, filename=filename, tune_titles=titles, data=data)
+
+
+def check_upload_size(data: bytes, filename: str) -> None:
+    """Refuse an empty file, or one larger than `MAX_UPLOAD_BYTES`, with a `FormatError`."""
     if not data:
         raise FormatError(f"{filename} is empty (0 bytes). {UPLOAD_HINT}")
     if len(data) > MAX_UPLOAD_BYTES:
         raise FormatError(
             f"{filename} is {len(data) / 2**20:.1f} MB; MuseGen accepts files up to {MAX_UPLOAD_BYTES / 2**20:g} MB."
         )
-    file_format = _sniff_format(data, filename)
-    stem = PurePath(filename).stem or filename
-    if file_format == "abc":
-        titles = tuple(tune.title for tune in split_tunes(decode_abc(data)))
-    elif file_format == "musicxml":
-        titles = (musicxml_title(musicxml_bytes(data)) or stem,)
-    else:
-        titles = (stem,)
-    return MusicFile(format=file_format, filename=filename, tune_titles=titles, data=data)
 
 
 def load_piece(data: bytes, filename: str, tune_index: int = 0) -> Piece:
@@ -145,7 +175,16 @@ def _load_midi(data: bytes, tune_index: int) -> Piece:
 
 
 def _load_musicxml(data: bytes, tune_index: int) -> Piece:
+    _require_safe_expat()
     return musicxml_to_piece(data)
+
+
+def _require_safe_expat() -> None:
+    if not EXPAT_SAFE:
+        raise FormatError(
+            f"This server cannot read MusicXML safely: its XML parser ({pyexpat.EXPAT_VERSION}) is older than 2.4.1. "
+            "Upload a MIDI or ABC file, or ask the administrator to update expat (libexpat1)."
+        )
 
 
 def _load_abc(data: bytes, tune_index: int) -> Piece:

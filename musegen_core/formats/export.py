@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from musegen_core.errors import FormatError, MusegenError
-from musegen_core.formats import load_piece
 from musegen_core.formats.abc import piece_to_abc
 from musegen_core.formats.midi import piece_to_midi
 from musegen_core.formats.musicxml import MUSICXML_MIMETYPE, MXL_MIMETYPE, piece_to_musicxml, piece_to_mxl, zip_bytes
 from musegen_core.music import Piece
+from musegen_core.workers import load_untrusted
 
 TAKES_FOLDER = "musegen-takes"  # every member of a takes zip lies in this folder, so unzipping makes one folder
 _SLUG_LENGTH = 40
@@ -72,7 +72,7 @@ def export_file(path_in: Path, fmt: str, path_out: Path, tune_index: int = 0) ->
         data = path_in.read_bytes()
     except OSError as error:
         raise FormatError(f"Cannot read {path_in}: {error.strerror or error}.") from error
-    piece = load_piece(data, path_in.name, tune_index)
+    piece = load_untrusted(data, path_in.name, tune_index)  # parsed in a killable worker
     exported = writer(piece)
     try:
         path_out.write_bytes(exported)

@@ -6,7 +6,9 @@ Two layers:
   `RenderSettings` (GM program per part, tempo, reverb + chorus, loudness normalisation, fades), cuts a hostile
   piece down to the render limits (saying so in `Render.message`) and caches each `Render` per (piece, settings)
   in a bounded LRU (`RENDER_CACHE_ENTRIES` renders, `RENDER_CACHE_BYTES` of audio), so a page may call it on
-  every rerun. Loaded SoundFonts are pooled (`MAX_LOADED_SOUNDFONTS`).
+  every rerun. A cache miss renders in a killable worker process (`musegen_core.workers`: time and memory limits,
+  a FluidSynth crash costs a `RenderWorkerError`, not the server); there loaded SoundFonts are pooled
+  (`MAX_LOADED_SOUNDFONTS`). FluidSynth only ever plays note events made from a `Piece`, never uploaded bytes.
 - `Synthesizer` is the engine: one loaded SoundFont, raw audio of a piece that is within the limits.
 
 How the engine renders: the SoundFont is parsed ONCE into an owner synth. Each render creates a fresh FluidSynth
@@ -204,12 +206,36 @@ def render(piece: Piece, settings: RenderSettings = DEFAULT_SETTINGS) -> Render:
     cached = _CACHE.get(key)
     if cached is not None:
         return cached
-    return _CACHE.put(key, _render(piece, settings, soundfont))
+    return _CACHE.put(key, _render_isolated(piece, settings, soundfont))
 
 
 def render_uncached(piece: Piece, settings: RenderSettings = DEFAULT_SETTINGS) -> Render:
     """`render` without the cache (a fresh `Render` every call; benchmarks use it)."""
-    return _render(piece, settings, resolve_soundfont(settings.soundfont))
+    return _render_isolated(piece, settings, resolve_soundfont(settings.soundfont))
+
+
+def render_in_process(piece: Piece, settings: RenderSettings, soundfont: SoundFont) -> Render:
+    """Render in this process: what a rendering worker runs (`render` and `render_uncached` send it there).
+
+    FluidSynth only ever plays note events made here from a `Piece`, the app's own validated music type; no uploaded
+    bytes (MIDI or otherwise) reach it. Keep it so.
+    """
+    played, message = fit_to_render_limits(settings.apply(piece), settings.tail_seconds)
+    audio = synthesizer_for(soundfont).render(played, effects=settings.effects)
+    if settings.normalize:
+        normalize_loudness(audio, SAMPLE_RATE, settings.target_lufs)
+    _limit_peak(audio)
+    fade_edges(audio, SAMPLE_RATE, FADE_IN_MS, settings.fade_out_ms)
+    audio.flags.writeable = False
+    return Render(audio, SAMPLE_RATE, soundfont.label, truncated=bool(message), message=message)
+
+
+def _render_isolated(piece: Piece, settings: RenderSettings, soundfont: SoundFont) -> Render:
+    """`render_in_process` in a killable worker process, under `MUSEGEN_RENDER_TIMEOUT_S`/`_MEMORY_MB`: a hang or a
+    crash in libfluidsynth costs a `RenderWorkerError`, not the server."""
+    from musegen_core.workers import render_isolated  # it imports this module
+
+    return render_isolated(piece, settings, soundfont)
 
 
 def fit_to_render_limits(piece: Piece, tail_seconds: float = TAIL_SECONDS) -> tuple[Piece, str]:
@@ -290,17 +316,6 @@ class RenderCache:
 _CACHE = RenderCache()
 _POOL: OrderedDict[tuple[str, int, int], Synthesizer] = OrderedDict()
 _POOL_LOCK = threading.Lock()
-
-
-def _render(piece: Piece, settings: RenderSettings, soundfont: SoundFont) -> Render:
-    played, message = fit_to_render_limits(settings.apply(piece), settings.tail_seconds)
-    audio = synthesizer_for(soundfont).render(played, effects=settings.effects)
-    if settings.normalize:
-        normalize_loudness(audio, SAMPLE_RATE, settings.target_lufs)
-    _limit_peak(audio)
-    fade_edges(audio, SAMPLE_RATE, FADE_IN_MS, settings.fade_out_ms)
-    audio.flags.writeable = False
-    return Render(audio, SAMPLE_RATE, soundfont.label, truncated=bool(message), message=message)
 
 
 class Synthesizer:

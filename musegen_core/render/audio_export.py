@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 
 from musegen_core.errors import FormatError, RenderError
-from musegen_core.formats import MAX_UPLOAD_BYTES, open_music_file
+from musegen_core.formats import MAX_UPLOAD_BYTES
 from musegen_core.music import Piece
 from musegen_core.render.audio import Render, RenderSettings, pcm16, render_uncached
 from musegen_core.render.soundfonts import DEFAULT_SOUNDFONT_ID
+from musegen_core.workers import load_untrusted
 
 AUDIO_SUFFIXES = (".wav", ".mp3")
 MP3_BITRATE_KBPS = 192
@@ -95,4 +96,4 @@ def _read_piece(path: Path, tune: int) -> Piece:
     if size > MAX_UPLOAD_BYTES:
         limit = MAX_UPLOAD_BYTES / 2**20
         raise FormatError(f"{path.name} is {size / 2**20:.1f} MB; MuseGen reads music files up to {limit:g} MB.")
-    return open_music_file(data, path.name).load(tune)
+    return load_untrusted(data, path.name, tune)

@@ -1,0 +1,646 @@
+"""Killable worker processes for the risky work: reading uploaded files and rendering audio with FluidSynth.
+
+music21 and mido read bytes a stranger uploaded; libfluidsynth is C code. A hang, a memory blow-up or a segfault in
+them must cost one clear message, not the server. So the server parses uploads and renders audio only in warm
+worker processes, each job under a wall-clock timeout, an address-space limit and a CPU-time limit. A worker that
+overruns is killed; one that crashes, runs out of memory or answers anything unexpected is thrown away. The caller
+gets a `WorkerError` saying what happened and what to do next (a `ParseWorkerError`, which is also a `FormatError`,
+or a `RenderWorkerError`, also a `RenderError`); the next job gets a fresh worker.
+
+Public API:
+    open_untrusted(data, filename) -> MusicFile        `formats.open_music_file` in a reading worker
+    load_untrusted(data, filename, tune_index) -> Piece `open_music_file(...).load(tune_index)` in a reading worker
+    render_isolated(piece, settings, soundfont) -> Render  what `render.audio.render` runs on a cache miss
+    run_in_worker(pool, activity, limits, target, *args, decode=...)  any job, in the "read" or "render" pool
+    parse_limits(), render_limits() -> Limits           the limits configured now
+    shutdown()                                          stop the idle workers (the next job starts fresh ones)
+
+Limits, from environment variables read at every job (a value that is not a number in range is refused with a
+`WorkerError` naming the variable):
+    MUSEGEN_PARSE_TIMEOUT_S   10    seconds of wall-clock time to open an upload or load one of its tunes (a melody
+                                    takes milliseconds; music21 needs ~1 s for the longest ABC tune accepted and
+                                    seconds for the largest MusicXML file accepted)
+    MUSEGEN_PARSE_MEMORY_MB   1500  address space of a reading worker, in MB (Python + music21 alone use ~200)
+    MUSEGEN_RENDER_TIMEOUT_S  60    seconds for one render (a 10-minute piece with reverb takes ~15 s on a slow CPU,
+                                    plus ~7 s to load MuseScore General on first use)
+    MUSEGEN_RENDER_MEMORY_MB  2500  address space of a rendering worker, in MB (three SoundFonts loaded and a
+                                    10-minute render peak at ~1.6 GB)
+    MUSEGEN_WORKERS           2     workers per pool ("read", "render"); more jobs at once wait for a free one
+                                    (read when a pool is first used)
+A job's CPU-time limit is its timeout + 1 s: a backstop that ends a runaway worker even if nobody waits for it.
+
+Processes: a pool keeps up to MUSEGEN_WORKERS warm workers, `python -c` processes that import their libraries once
+(music21 for reading; FluidSynth with the default SoundFont loaded for rendering) and then serve one job at a time
+over a private socket pair; a worker is replaced after `WORKER_MAX_JOBS` jobs. Starting one takes ~0.5 s, paid by the
+first job after start-up or after a failure. A read that timed out, ran out of memory or crashed is remembered (the
+last `REMEMBERED_FAILURES` files), and the same file is refused at once when given again under the same limits: a
+Streamlit rerun with a hostile upload still in the uploader does not tie up a worker again. (multiprocessing's spawn
+and forkserver are not used: they re-run the parent's `__main__` in the child, and Streamlit points `__main__` at the
+page being run.)
+
+Trust: a job goes TO a worker pickled (it comes from the server). Nothing coming back is ever unpickled: a worker has
+read hostile bytes and may be compromised, so it answers with a JSON header (at most `MAX_HEADER_BYTES`, NaN
+refused) and raw bytes (float32 audio, at most `MAX_BLOB_BYTES`), and the server checks both before use: a piece
+through `music.piece_from_dict` (exact keys and JSON types, every value validated by the dataclasses), tune lists
+by type, audio by size, shape, finiteness and peak. Anything else is a "garbled" `WorkerError`, and that worker is
+killed. Workers do not inherit the `MUSEGEN_*` environment variables (the database URL, the admin secret's hash).
+FluidSynth only ever renders a `Piece` (the app's own validated type, turned into note events by
+`render.audio`), never uploaded bytes. Not covered: a worker that an exploit has taken over still runs as the
+server's user (a seccomp filter or a container around the workers would be the next step).
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import json
+import logging
+import math
+import os
+import pickle
+import resource
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple, TypeVar
+
+import numpy as np
+
+from musegen_core import errors
+from musegen_core.errors import MusegenError, ParseWorkerError, RenderWorkerError, WorkerError
+from musegen_core.formats import MusicFile, check_upload_size, open_music_file
+from musegen_core.music import Note, Part, Piece, piece_from_dict, piece_to_dict
+from musegen_core.render import audio
+from musegen_core.render.soundfonts import DEFAULT_SOUNDFONT_ID, SoundFont, resolve_soundfont
+
+log = logging.getLogger("musegen.workers")
+
+PARSE_TIMEOUT_ENV = "MUSEGEN_PARSE_TIMEOUT_S"
+PARSE_MEMORY_ENV = "MUSEGEN_PARSE_MEMORY_MB"
+RENDER_TIMEOUT_ENV = "MUSEGEN_RENDER_TIMEOUT_S"
+RENDER_MEMORY_ENV = "MUSEGEN_RENDER_MEMORY_MB"
+WORKERS_ENV = "MUSEGEN_WORKERS"
+TIMEOUT_RANGE_S = (0.1, 3600.0)
+MEMORY_RANGE_MB = (256, 1_048_576)
+WORKERS_RANGE = (1, 64)
+WORKER_MAX_JOBS = 100  # then the worker is replaced: whatever a library leaks or caches does not pile up
+START_TIMEOUT_S = 60.0  # to import the libraries on a cold, busy machine
+REMEMBERED_FAILURES = 64
+MAX_HEADER_BYTES = 16 * 2**20  # a 20,000-note piece is ~1 MB of JSON
+MAX_BLOB_BYTES = 256 * 2**20  # a 10-minute render is ~212 MB of float32 stereo
+FILE_FORMATS = ("midi", "musicxml", "abc")
+_FRAME = struct.Struct("!Q")  # every message: its length in bytes, then the bytes
+_READY = b"ready"
+_WORKER_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MALLOC_ARENA_MAX": "2"}
+_BOOT = "from musegen_core.workers import worker_main; worker_main()"
+
+T = TypeVar("T")
+Answer = tuple[Any, bytes | memoryview]  # what a job returns: a JSON-ready value and raw bytes (b"" for none)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one job may use: `timeout_s` of wall-clock time, `memory_mb` of address space for its worker, and
+    `cpu_s` (the timeout + 1 s) of processor time."""
+
+    timeout_s: float
+    memory_mb: int
+
+    @property
+    def cpu_s(self) -> int:
+        return math.ceil(self.timeout_s) + 1
+
+
+@dataclass(frozen=True)
+class Activity:
+    """What a job is doing, for its failure messages: `doing` ("reading tune.mid"), `advice` (what the user can do
+    next) and `error`, the `WorkerError` subclass raised."""
+
+    doing: str
+    advice: str
+    error: type[WorkerError]
+
+
+RENDERING = Activity(
+    "rendering the audio",
+    "Try a shorter piece, or turn reverb and chorus off, or another SoundFont.",
+    RenderWorkerError,
+)
+
+
+def reading(filename: str) -> Activity:
+    return Activity(
+        f"reading {filename}",
+        "The file may be malformed or too large: export it again, or upload a shorter excerpt.",
+        ParseWorkerError,
+    )
+
+
+def parse_limits() -> Limits:
+    """The limits of one read (`MUSEGEN_PARSE_TIMEOUT_S`, `MUSEGEN_PARSE_MEMORY_MB`)."""
+    return Limits(
+        _env_number(PARSE_TIMEOUT_ENV, 10.0, TIMEOUT_RANGE_S), int(_env_number(PARSE_MEMORY_ENV, 1500, MEMORY_RANGE_MB))
+    )
+
+
+def render_limits() -> Limits:
+    """The limits of one render (`MUSEGEN_RENDER_TIMEOUT_S`, `MUSEGEN_RENDER_MEMORY_MB`)."""
+    return Limits(
+        _env_number(RENDER_TIMEOUT_ENV, 60.0, TIMEOUT_RANGE_S),
+        int(_env_number(RENDER_MEMORY_ENV, 2500, MEMORY_RANGE_MB)),
+    )
+
+
+def _env_number(name: str, default: float, bounds: tuple[float, float]) -> float:
+    """The number in environment variable `name` (`default` when unset); whole numbers only when `default` is."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    kind = int if isinstance(default, int) else float
+    low, high = bounds
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:
+        unit = "a whole number" if kind is int else "a number"
+        raise WorkerError(f"{name} must be {unit} within {low:g} and {high:g} (it is {text!r}).", "config")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The jobs: what the server asks for, and how it checks the answers.
+
+
+def open_untrusted(data: bytes, filename: str) -> MusicFile:
+    """`formats.open_music_file(data, filename)` run in a reading worker: the format and the tune titles.
+
+    Raises:
+        FormatError: as `open_music_file`; a `ParseWorkerError` when the worker overran a limit or failed.
+    """
+    file_format, titles = _read_untrusted(_open_job, data, filename, decode=_tunes)
+    return MusicFile(format=file_format, filename=filename, tune_titles=titles, data=data)
+
+
+def load_untrusted(data: bytes, filename: str, tune_index: int = 0) -> Piece:
+    """`formats.open_music_file(data, filename).load(tune_index)` run in a reading worker.
+
+    Raises:
+        FormatError: as `MusicFile.load`; a `ParseWorkerError` when the worker overran a limit or failed.
+    """
+    return _read_untrusted(_load_job, data, filename, tune_index, decode=_piece)
+
+
+def _read_untrusted(
+    job: Callable[..., Answer], data: bytes, filename: str, *args: Any, decode: Callable[[Any, bytearray], T]
+) -> T:
+    """A reading job on an upload. A read that timed out, ran out of memory or crashed is remembered (the last
+    `REMEMBERED_FAILURES`), and the same read under the same limits is refused at once: a page rerun with the same
+    upload does not tie up a worker again."""
+    check_upload_size(data, filename)  # before sending a huge file anywhere
+    limits = parse_limits()
+    key = (job.__name__, hashlib.sha256(data).digest(), filename, args, limits)
+    with _FAILED_READS_LOCK:
+        failed = _FAILED_READS.get(key)
+    if failed is not None:
+        raise type(failed)(str(failed), failed.reason)
+    try:
+        return run_in_worker("read", reading(filename), limits, job, data, filename, *args, decode=decode)
+    except WorkerError as error:
+        if error.reason in _LASTING_FAILURES:
+            with _FAILED_READS_LOCK:
+                _FAILED_READS[key] = error
+                while len(_FAILED_READS) > REMEMBERED_FAILURES:
+                    _FAILED_READS.popitem(last=False)
+        raise
+
+
+_FAILED_READS: OrderedDict[tuple[Any, ...], WorkerError] = OrderedDict()
+_FAILED_READS_LOCK = threading.Lock()
+_LASTING_FAILURES = ("timeout", "cpu", "memory", "crash")  # the file's doing; a kill from outside may not be
+
+
+def render_isolated(piece: Piece, settings: audio.RenderSettings, soundfont: SoundFont) -> audio.Render:
+    """`render.audio.render_in_process` run in a rendering worker, which keeps its SoundFonts loaded.
+
+    Raises:
+        RenderError: as `render_in_process`; a `RenderWorkerError` when the worker overran a limit or failed.
+    """
+    return run_in_worker("render", RENDERING, render_limits(), _render_job, piece, settings, soundfont, decode=_render)
+
+
+def _open_job(data: bytes, filename: str) -> Answer:
+    music_file = open_music_file(data, filename)
+    return [music_file.format, list(music_file.tune_titles)], b""
+
+
+def _load_job(data: bytes, filename: str, tune_index: int) -> Answer:
+    return piece_to_dict(open_music_file(data, filename).load(tune_index)), b""
+
+
+def _render_job(piece: Piece, settings: audio.RenderSettings, soundfont: SoundFont) -> Answer:
+    rendered = audio.render_in_process(piece, settings, soundfont)
+    header = {
+        "sample_rate": rendered.sample_rate,
+        "frames": len(rendered.audio),
+        "soundfont": rendered.soundfont,
+        "truncated": rendered.truncated,
+        "message": rendered.message,
+    }
+    return header, memoryview(np.ascontiguousarray(rendered.audio, dtype="<f4")).cast("B")
+
+
+def _tunes(value: Any, blob: bytearray) -> tuple[str, tuple[str, ...]]:
+    """(format, tune titles) from an open job's answer."""
+    file_format, titles = _checked(value, list, 2)
+    if file_format not in FILE_FORMATS or not _checked(titles, list) or blob:
+        raise ValueError("not a format and a list of tunes")
+    return file_format, tuple(_checked(title, str) for title in titles)
+
+
+def _piece(value: Any, blob: bytearray) -> Piece:
+    if blob:
+        raise ValueError("unexpected bytes after a piece")
+    return piece_from_dict(value)
+
+
+def _render(value: Any, blob: bytearray) -> audio.Render:
+    """A `Render` from a render job's answer: float32 stereo frames, finite and within [-1, 1]."""
+    fields = _checked(value, dict)
+    frames = _checked(fields.get("frames"), int)
+    if fields.get("sample_rate") != audio.SAMPLE_RATE or frames < 0 or len(blob) != frames * 8:
+        raise ValueError("the audio does not match its header")
+    samples = np.frombuffer(blob, dtype="<f4").reshape(frames, 2)
+    if samples.size and not max(float(samples.max()), -float(samples.min())) <= 1.0:  # NaN fails too
+        raise ValueError("the audio is not finite or not within [-1, 1]")
+    samples.flags.writeable = False
+    return audio.Render(
+        samples,
+        audio.SAMPLE_RATE,
+        _checked(fields.get("soundfont"), str),
+        truncated=_checked(fields.get("truncated"), bool),
+        message=_checked(fields.get("message"), str),
+    )
+
+
+def _checked(value: Any, kind: type[T], length: int | None = None) -> T:
+    if type(value) is not kind or (length is not None and len(value) != length):
+        raise ValueError(f"expected {kind.__name__}")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The server side: pools of workers, one job at a time each.
+
+
+def run_in_worker(
+    pool: str,
+    activity: Activity,
+    limits: Limits,
+    target: Callable[..., Answer],
+    *args: Any,
+    decode: Callable[[Any, bytearray], T],
+) -> T:
+    """`decode(*target(*args))`, with `target` run in a worker of `pool` ("read" or "render") under `limits`.
+
+    `target` must be a module-level function (it is sent by name) returning a JSON-ready value and raw bytes;
+    `decode` turns them back into the result in this process, raising ValueError for anything unacceptable.
+
+    Raises:
+        MusegenError: what `target` raised (the same class, when it is one of `errors`' classes).
+        WorkerError: `activity.error` when the worker overran `limits`, crashed, was killed or answered something
+            `decode` refused (the worker is then killed), or could not be started.
+    """
+    return _pool(pool).run(activity, _Job(target, args, limits), decode)
+
+
+def shutdown() -> None:
+    """Stop every idle worker; busy ones finish their job first. The next job starts fresh workers."""
+    with _POOLS_LOCK:
+        pools = list(_POOLS.values())
+    for pool in pools:
+        pool.stop_idle()
+
+
+class _Job(NamedTuple):
+    """What a worker runs (pickled to it: it comes from the server)."""
+
+    target: Callable[..., Answer]
+    args: tuple[Any, ...]
+    limits: Limits
+
+
+class _Pool:
+    """Up to `size` warm workers of one kind, each serving one job at a time."""
+
+    def __init__(self, kind: str, size: int) -> None:
+        self.kind = kind
+        self._slots = threading.BoundedSemaphore(size)
+        self._idle: list[_Worker] = []
+        self._lock = threading.Lock()
+
+    def run(self, activity: Activity, job: _Job, decode: Callable[[Any, bytearray], T]) -> T:
+        request = pickle.dumps(job)  # a job that cannot be sent fails here, before any worker is involved
+        with self._slots:
+            worker = self._take(activity)
+            try:
+                value, blob = worker.run(activity, request, job.limits)
+                result = decode(value, blob)
+            except WorkerError:
+                worker.kill()
+                raise
+            except MusegenError:  # the job's own error (a file that is not music): the worker is fine
+                self._release(worker)
+                raise
+            except (ValueError, TypeError, RecursionError) as error:
+                worker.kill()
+                raise _failure(activity, "garbled", job.limits, str(error)[:200]) from None
+            except BaseException:
+                worker.kill()
+                raise
+            self._release(worker)
+        return result
+
+    def stop_idle(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for worker in idle:
+            worker.kill()
+
+    def _take(self, activity: Activity) -> _Worker:
+        """An idle worker that is still alive, else a new one."""
+        while True:
+            with self._lock:
+                worker = self._idle.pop() if self._idle else None
+            if worker is None:
+                return _Worker(self.kind, activity)
+            if worker.alive():
+                return worker
+            worker.kill()
+
+    def _release(self, worker: _Worker) -> None:
+        if worker.jobs >= WORKER_MAX_JOBS:
+            worker.kill()
+            return
+        with self._lock:
+            self._idle.append(worker)
+
+
+class _Worker:
+    """One worker process and the server's end of its socket pair."""
+
+    def __init__(self, kind: str, activity: Activity) -> None:
+        ours, theirs = socket.socketpair()
+        with theirs:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", _BOOT, kind, str(theirs.fileno())],
+                pass_fds=[theirs.fileno()],
+                env=_worker_environment(),
+                stdin=subprocess.DEVNULL,
+                stdout=2,  # the server's stderr: a library's prints never mix into the CLI's --json output
+            )
+        self.channel = ours
+        self.jobs = 0
+        try:
+            ready = _receive_frame(self.channel, len(_READY), time.monotonic() + START_TIMEOUT_S)
+        except (OSError, EOFError, ValueError) as error:
+            self.kill()
+            detail = f"exit code {self.process.returncode}" if self.process.returncode else type(error).__name__
+            raise activity.error(
+                f"MuseGen could not start a worker process for {activity.doing} ({detail}); the server log may say "
+                "why. Please try again.",
+                "start",
+            ) from error
+        if ready != _READY:
+            self.kill()
+            raise activity.error(f"A new worker process for {activity.doing} answered nonsense.", "start")
+
+    def run(self, activity: Activity, request: bytes, limits: Limits) -> tuple[Any, bytearray]:
+        """Send a pickled `_Job`, wait for its answer until the deadline; a job error is raised, a worker failure
+        too (the worker is then dead or must be killed)."""
+        self.jobs += 1
+        deadline = time.monotonic() + limits.timeout_s
+        try:
+            _send_frame(self.channel, request, deadline)
+            header = _receive_frame(self.channel, MAX_HEADER_BYTES, deadline)
+            blob = _receive_frame(self.channel, MAX_BLOB_BYTES, deadline)
+        except TimeoutError:
+            self.kill()
+            raise _failure(activity, "timeout", limits) from None
+        except (EOFError, OSError):
+            reason, detail = self._death()
+            raise _failure(activity, reason, limits, detail) from None
+        return _open_reply(header, activity, limits), blob
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def kill(self) -> None:
+        self.channel.close()
+        if self.alive():
+            self.process.kill()
+        self.process.wait()
+
+    def _death(self) -> tuple[str, str]:
+        """Why the worker hung up: (reason, detail) from its exit status."""
+        try:
+            code = self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return "garbled", "it closed its channel"
+        finally:
+            self.channel.close()
+        if code == -signal.SIGXCPU:
+            return "cpu", ""
+        if code == -signal.SIGKILL:
+            return "killed", "SIGKILL, perhaps because the server ran out of memory"
+        if code < 0:
+            return "crash", (signal.strsignal(-code) or f"signal {-code}").lower()
+        return "crash", f"exit code {code}"
+
+
+def _worker_environment() -> dict[str, str]:
+    """The server's environment without MuseGen's own settings (a worker needs none, and must not see the database
+    URL or the admin secret's hash), with one-thread numeric libraries and the server's import path."""
+    kept = {name: value for name, value in os.environ.items() if not name.startswith("MUSEGEN_")}
+    return {**kept, **_WORKER_ENV, "PYTHONPATH": os.pathsep.join(sys.path)}
+
+
+def _open_reply(header: bytearray, activity: Activity, limits: Limits) -> Any:
+    """The value in a worker's JSON header; a job's MusegenError is raised, a failure or garbage too."""
+    reply = json.loads(header, parse_constant=_no_constant)
+    if not isinstance(reply, dict) or len(reply) != 1:
+        raise ValueError("not a reply")
+    ((kind, content),) = reply.items()
+    if kind == "ok":
+        return content
+    if kind == "error":
+        name, message = _checked(content, list, 2)
+        raise _job_error(_checked(name, str), _checked(message, str)[:2000])
+    if kind == "failure":
+        reason, detail = _checked(content, list, 2)
+        if reason not in ("memory", "failed"):
+            raise ValueError("unknown failure")
+        raise _failure(activity, reason, limits, _checked(detail, str)[:200])
+    raise ValueError("unknown reply")
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _job_error(name: str, message: str) -> MusegenError:
+    """The job's own error, as the `errors` class of that name (MusegenError for any other name)."""
+    kind = getattr(errors, name, None)
+    if not (isinstance(kind, type) and issubclass(kind, MusegenError)):
+        kind = MusegenError
+    return kind(message)
+
+
+def _failure(activity: Activity, reason: str, limits: Limits, detail: str = "") -> WorkerError:
+    doing = activity.doing
+    what = {
+        "timeout": f"MuseGen stopped {doing}: it took longer than {limits.timeout_s:g} s.",
+        "cpu": f"MuseGen stopped {doing}: it used more than {limits.cpu_s} s of processor time.",
+        "memory": f"MuseGen stopped {doing}: it needed more than {limits.memory_mb} MB of memory.",
+        "crash": f"The worker process crashed while {doing} ({detail}).",
+        "killed": f"The worker process was killed while {doing} ({detail}).",
+        "garbled": f"The worker process sent back something MuseGen does not accept while {doing} ({detail}).",
+        "failed": f"Something went wrong while {doing} ({detail}); the details are in the server log.",
+    }[reason]
+    return activity.error(f"{what} {activity.advice}", reason)
+
+
+_POOLS: dict[str, _Pool] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _pool(kind: str) -> _Pool:
+    if kind not in _WARM_UPS:
+        raise ValueError(f"no worker pool {kind!r}; the pools are {', '.join(_WARM_UPS)}")
+    with _POOLS_LOCK:
+        if kind not in _POOLS:
+            _POOLS[kind] = _Pool(kind, int(_env_number(WORKERS_ENV, 2, WORKERS_RANGE)))
+        return _POOLS[kind]
+
+
+atexit.register(shutdown)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The worker side.
+
+
+def worker_main() -> None:
+    """A worker process (`python -c ... KIND FD`): warm up, say it is ready, then serve jobs until the server
+    hangs up."""
+    kind, fd = sys.argv[1], int(sys.argv[2])
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the server; its workers follow when it hangs up
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash leaves no core file behind
+    channel = socket.socket(fileno=fd)
+    _WARM_UPS[kind]()
+    _send_frame(channel, _READY)
+    while True:
+        try:
+            job: _Job = pickle.loads(_receive_frame(channel))
+        except EOFError:
+            return
+        _apply_limits(job.limits)
+        header, blob = _execute(job)
+        _send_frame(channel, header)
+        _send_frame(channel, blob)
+
+
+def _warm_reader() -> None:
+    """Nothing to do: importing this module imported `formats` and music21."""
+
+
+def _warm_renderer() -> None:
+    """Render one note with the default settings: FluidSynth, the default SoundFont and the loudness meter (~1 s of
+    imports) are loaded before the first job's clock starts. A failure is left for the jobs to report."""
+    try:
+        audio.render_in_process(
+            Piece((Part("warm-up", (Note(60, 0.0, 0.25),)),)),
+            audio.DEFAULT_SETTINGS,
+            resolve_soundfont(DEFAULT_SOUNDFONT_ID),
+        )
+    except MusegenError:
+        log.warning("the rendering worker could not render with the default SoundFont", exc_info=True)
+
+
+_WARM_UPS: dict[str, Callable[[], None]] = {"read": _warm_reader, "render": _warm_renderer}
+
+
+def _apply_limits(limits: Limits) -> None:
+    """This job's address-space limit, and a CPU-time limit `limits.cpu_s` beyond what the worker used so far."""
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    _set_soft_limit(resource.RLIMIT_AS, limits.memory_mb * 2**20)
+    _set_soft_limit(resource.RLIMIT_CPU, math.ceil(used.ru_utime + used.ru_stime) + limits.cpu_s)
+
+
+def _set_soft_limit(which: int, value: int) -> None:
+    _, hard = resource.getrlimit(which)
+    resource.setrlimit(which, (value if hard == resource.RLIM_INFINITY else min(value, hard), hard))
+
+
+def _execute(job: _Job) -> tuple[bytes, bytes | memoryview]:
+    """Run the job; its answer as a JSON header and raw bytes."""
+    try:
+        value, blob = job.target(*job.args)
+        return json.dumps({"ok": value}, allow_nan=False).encode(), blob
+    except MemoryError:
+        return _reply("failure", ["memory", ""]), b""
+    except MusegenError as error:
+        return _reply("error", [type(error).__name__, str(error)]), b""
+    except Exception as error:  # boundary: a bug or a library failure ends this job, not the worker loop
+        log.exception("a worker job failed")
+        return _reply("failure", ["failed", type(error).__name__]), b""
+
+
+def _reply(kind: str, content: list[str]) -> bytes:
+    return json.dumps({kind: content}).encode()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Framing: every message is its length (8 bytes, big-endian), then its bytes.
+
+
+def _send_frame(channel: socket.socket, payload: bytes | memoryview, deadline: float | None = None) -> None:
+    channel.settimeout(None if deadline is None else _remaining(deadline))
+    channel.sendall(_FRAME.pack(len(payload)))
+    channel.sendall(payload)
+
+
+def _receive_frame(channel: socket.socket, max_bytes: int | None = None, deadline: float | None = None) -> bytearray:
+    """One message; ValueError when it announces more than `max_bytes`, EOFError when the other end hung up."""
+    (size,) = _FRAME.unpack(_receive_exactly(channel, _FRAME.size, deadline))
+    if max_bytes is not None and size > max_bytes:
+        raise ValueError(f"a message of {size:,} bytes (at most {max_bytes:,} expected)")
+    return _receive_exactly(channel, size, deadline)
+
+
+def _receive_exactly(channel: socket.socket, size: int, deadline: float | None) -> bytearray:
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    received = 0
+    while received < size:
+        channel.settimeout(None if deadline is None else _remaining(deadline))
+        count = channel.recv_into(view[received:])
+        if count == 0:
+            raise EOFError("the other end hung up")
+        received += count
+    return buffer
+
+
+def _remaining(deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("deadline passed")
+    return left

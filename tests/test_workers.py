@@ -1,0 +1,620 @@
+"""Worker processes (`musegen_core.workers`): hangs, crashes, memory blow-ups and kills cost one message and the next
+job works; nothing a worker sends back is unpickled or trusted; uploads and renders come out exactly as in-process.
+
+The `_…` functions below are test-only jobs: a worker imports this module by name to run them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pickle
+import pyexpat
+import resource
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from musegen_core import formats, workers
+from musegen_core.cli import main as cli_main
+from musegen_core.errors import (
+    FormatError,
+    MusegenError,
+    ParseWorkerError,
+    RenderError,
+    RenderWorkerError,
+    SoundFontError,
+    WorkerError,
+)
+from musegen_core.formats import open_music_file, piece_to_midi
+from musegen_core.music import Key, Note, Part, Piece, TimeSignature, piece_from_dict, piece_to_dict
+from musegen_core.render.audio import RenderSettings, render, render_in_process, render_uncached
+from musegen_core.render.soundfonts import resolve_soundfont
+
+DATA = Path(__file__).parent / "data"
+CONFORMANCE = Path(__file__).resolve().parents[1].parent / "shared" / "conformance"
+WALTZ = DATA / "waltz.musicxml"
+
+
+@pytest.fixture(autouse=True)
+def _short_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(workers.PARSE_TIMEOUT_ENV, "5")
+    monkeypatch.setenv(workers.RENDER_TIMEOUT_ENV, "30")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Test-only jobs, run inside a worker.
+
+
+def _hang() -> workers.Answer:
+    time.sleep(3600)
+    raise AssertionError("not reached")
+
+
+def _segfault() -> workers.Answer:
+    os.kill(os.getpid(), signal.SIGSEGV)
+    time.sleep(3600)
+    raise AssertionError("not reached")
+
+
+def _allocate(size: int) -> workers.Answer:
+    block = bytearray(size)
+    return len(block), b""
+
+
+def _spin_past_a_low_cpu_limit() -> workers.Answer:
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    resource.setrlimit(resource.RLIMIT_CPU, (math.ceil(used.ru_utime + used.ru_stime) + 1, resource.RLIM_INFINITY))
+    while True:
+        pass
+
+
+def _pid_to_file_then_wait(path: str) -> workers.Answer:
+    Path(path).write_text(str(os.getpid()))
+    time.sleep(3600)
+    raise AssertionError("not reached")
+
+
+def _pid() -> workers.Answer:
+    return os.getpid(), b""
+
+
+def _limits_in_force() -> workers.Answer:
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_left = resource.getrlimit(resource.RLIMIT_CPU)[0] - (used.ru_utime + used.ru_stime)
+    settings = sorted(name for name in os.environ if name.startswith("MUSEGEN_"))
+    return [resource.getrlimit(resource.RLIMIT_AS)[0], cpu_left, os.environ.get("OPENBLAS_NUM_THREADS"), settings], b""
+
+
+def _raise_soundfont_error() -> workers.Answer:
+    raise SoundFontError("no such font")
+
+
+def _answer(value: object, blob: bytes) -> workers.Answer:
+    return value, blob
+
+
+def _raw_answer(header: bytes) -> workers.Answer:
+    """Write `header` (and an empty blob) straight onto the worker's channel, as a compromised worker could."""
+    channel = socket.socket(fileno=os.dup(int(sys.argv[2])))
+    channel.sendall(struct.pack("!Q", len(header)) + header + struct.pack("!Q", 0))
+    time.sleep(3600)
+    raise AssertionError("not reached")
+
+
+def _announce_a_huge_answer() -> workers.Answer:
+    channel = socket.socket(fileno=os.dup(int(sys.argv[2])))
+    channel.sendall(struct.pack("!Q", 2**62))
+    time.sleep(3600)
+    raise AssertionError("not reached")
+
+
+class _Touch:
+    """A pickle that creates a file when it is loaded."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[object, tuple[Path]]:
+        return Path.touch, (self.path,)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Helpers.
+
+
+def _read(target: object, *args: object) -> object:
+    return workers.run_in_worker(
+        "read", workers.reading("song.mid"), workers.parse_limits(), target, *args, decode=lambda v, b: v
+    )
+
+
+def _next_read_works() -> None:
+    assert (
+        workers.load_untrusted(WALTZ.read_bytes(), WALTZ.name) == open_music_file(WALTZ.read_bytes(), WALTZ.name).load()
+    )
+
+
+def _timed(call: Callable[..., object], *args: object, **kwargs: object) -> tuple[WorkerError, float]:
+    """The WorkerError `call(*args, **kwargs)` raises, and how long it took to come."""
+    start = time.monotonic()
+    with pytest.raises(WorkerError) as caught:
+        call(*args, **kwargs)
+    return caught.value, time.monotonic() - start
+
+
+def _melody() -> Piece:
+    notes = tuple(Note(60 + (i * 5) % 12, i * 0.5, 0.5, velocity=60 + i) for i in range(16))
+    return Piece((Part("Flute", notes, program=73),), tempo_bpm=132.0)
+
+
+def _odd_piece() -> Piece:
+    """Floats JSON must keep exactly, a key, a pickup, a drum part, an empty part and a non-ASCII title."""
+    lead = tuple(Note(60 + i, i / 3, 1 / 3 + 1e-12, velocity=1 + i) for i in range(7))
+    drums = (Note(36, 0.1, 0.2, velocity=127), Note(38, 0.1, 0.2))
+    parts = (Part("Flöte", lead, program=73), Part("Kit", drums, is_drum=True), Part("empty"))
+    return Piece(parts, 97.3, TimeSignature(6, 8), Key(6, "minor"), title="Ünïcødé «tune»", pickup_beats=1 / 3)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The Piece ↔ JSON converter.
+
+
+@pytest.mark.parametrize("piece", [_odd_piece(), _melody(), Piece(())], ids=["odd", "melody", "empty"])
+def test_a_piece_survives_json_exactly(piece: Piece) -> None:
+    again = piece_from_dict(json.loads(json.dumps(piece_to_dict(piece), allow_nan=False)))
+    assert again == piece
+    assert [n.start_beats for p in again.parts for n in p.notes] == [
+        n.start_beats for p in piece.parts for n in p.notes
+    ]
+
+
+def test_every_uploaded_test_file_survives_json_exactly() -> None:
+    for path, tune in [(WALTZ, 0), (DATA / "three_tunes.abc", 0), (DATA / "three_tunes.abc", 2)]:
+        piece = open_music_file(path.read_bytes(), path.name).load(tune)
+        assert piece_from_dict(json.loads(json.dumps(piece_to_dict(piece)))) == piece
+
+
+def _mutated(change: str) -> object:
+    data = json.loads(json.dumps(piece_to_dict(_odd_piece())))
+    note = data["parts"][0]["notes"][0]
+    if change == "pitch as text":
+        note[0] = "60"
+    elif change == "pitch as float":
+        note[0] = 60.0
+    elif change == "velocity as bool":
+        note[3] = True
+    elif change == "pitch out of range":
+        note[0] = 300
+    elif change == "note of 3 items":
+        note.pop()
+    elif change == "negative start":
+        note[1] = -1.0
+    elif change == "extra key":
+        data["evil"] = 1
+    elif change == "missing key":
+        del data["key"]
+    elif change == "drum flag as int":
+        data["parts"][1]["is_drum"] = 1
+    elif change == "tempo as text":
+        data["tempo_bpm"] = "120"
+    elif change == "not an object":
+        data = [data]
+    return data
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "pitch as text",
+        "pitch as float",
+        "velocity as bool",
+        "pitch out of range",
+        "note of 3 items",
+        "negative start",
+        "extra key",
+        "missing key",
+        "drum flag as int",
+        "tempo as text",
+        "not an object",
+    ],
+)
+def test_piece_from_dict_refuses_anything_but_what_piece_to_dict_writes(change: str) -> None:
+    with pytest.raises(ValueError):
+        piece_from_dict(_mutated(change))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Normal files: the same through a worker as in-process.
+
+
+def _upload_cases() -> list[tuple[Path, int]]:
+    cases = [(WALTZ, 0), (DATA / "three_tunes.abc", 0), (DATA / "three_tunes.abc", 1), (DATA / "three_tunes.abc", 2)]
+    foreign = [
+        "w3c_musicxml/tutorial-hello-world.musicxml",
+        "cuthbertLab_music21/lilypondTestSuite/90a-Compressed-MusicXML.mxl",
+        "cuthbertLab_music21/lilypondTestSuite/23a-Tuplets.xml",
+        "jazz-soft_test-midi-files/test-c-major-scale.mid",
+        "Yikai-Liao_symusic/the_wheels_of_the_world.abc",
+    ]
+    return cases + [(CONFORMANCE / name, 0) for name in foreign if (CONFORMANCE / name).exists()]
+
+
+@pytest.mark.parametrize("path, tune", _upload_cases(), ids=lambda case: getattr(case, "name", str(case)))
+def test_normal_files_open_and_load_as_in_process(path: Path, tune: int) -> None:
+    data = path.read_bytes()
+    in_process = open_music_file(data, path.name)
+    opened = workers.open_untrusted(data, path.name)
+    assert opened == in_process and opened.data == data
+    assert workers.load_untrusted(data, path.name, tune) == in_process.load(tune)
+
+
+def test_a_midi_file_loads_as_in_process() -> None:
+    data = piece_to_midi(_odd_piece())
+    assert workers.load_untrusted(data, "odd.mid") == open_music_file(data, "odd.mid").load()
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (DATA / "corrupted").iterdir()))
+def test_unreadable_files_give_the_in_process_message_and_keep_the_worker(name: str) -> None:
+    data = (DATA / "corrupted" / name).read_bytes()
+    with pytest.raises(FormatError) as expected:
+        open_music_file(data, name).load()
+    before = _read(_pid)
+    with pytest.raises(FormatError) as caught:
+        workers.load_untrusted(data, name)
+    assert type(caught.value) is type(expected.value) and str(caught.value) == str(expected.value)
+    assert not isinstance(caught.value, WorkerError)
+    assert _read(_pid) == before  # a file that is not music does not cost the worker
+
+
+def test_a_tune_index_out_of_range_is_the_files_error() -> None:
+    with pytest.raises(FormatError, match="tune index 7 does not exist"):
+        workers.load_untrusted((DATA / "three_tunes.abc").read_bytes(), "three_tunes.abc", 7)
+
+
+def test_size_is_checked_before_anything_is_sent() -> None:
+    with pytest.raises(FormatError, match="MuseGen accepts files up to"):
+        workers.open_untrusted(b"X" * (formats.MAX_UPLOAD_BYTES + 1), "huge.abc")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# XML safety.
+
+
+@pytest.mark.parametrize("name", ["xmlbomb.xml", "quadratic.xml", "cyclic.xml", "external.xml"])
+def test_entity_bombs_and_external_entities_are_refused(name: str) -> None:
+    path = CONFORMANCE / "tiran_defusedxml" / name
+    if not path.exists():
+        pytest.skip(f"conformance corpus not found at {CONFORMANCE}")
+    with pytest.raises(FormatError, match="declares entities"):
+        workers.load_untrusted(path.read_bytes(), name)
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16", "utf-16-le", "iso-8859-1"])
+def test_entity_declarations_are_refused_in_every_encoding_expat_reads(encoding: str) -> None:
+    bomb = (
+        f'<?xml version="1.0" encoding="{encoding}"?>\n<!DOCTYPE score-partwise [<!ENTITY a "aaaaaaaaaa">'
+        '<!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;">]>\n<score-partwise><work><work-title>&b;</work-title></work>'
+        "</score-partwise>"
+    )
+    data = (b"\xff\xfe" if encoding == "utf-16-le" else b"") + bomb.encode(encoding)
+    with pytest.raises(FormatError, match="entities"):
+        workers.load_untrusted(data, "bomb.musicxml")
+
+
+def test_this_python_has_an_expat_that_limits_entity_amplification() -> None:
+    assert pyexpat.version_info >= (2, 4, 1), pyexpat.EXPAT_VERSION
+    assert formats.EXPAT_SAFE
+
+
+@pytest.mark.parametrize(
+    "version, safe", [((2, 2, 10), False), ((2, 4, 0), False), ((2, 4, 1), True), ((2, 5, 0), True), ((3, 0, 0), True)]
+)
+def test_expat_versions_are_judged(version: tuple[int, int, int], safe: bool) -> None:
+    assert formats.expat_is_safe(version) is safe
+
+
+def test_with_an_old_expat_musicxml_is_refused_and_midi_still_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(formats, "EXPAT_SAFE", False)
+    with pytest.raises(FormatError, match=r"older than 2\.4\.1"):
+        open_music_file(WALTZ.read_bytes(), WALTZ.name)
+    with pytest.raises(FormatError, match=r"older than 2\.4\.1"):
+        formats.MusicFile("musicxml", WALTZ.name, ("Waltz",), WALTZ.read_bytes()).load()
+    assert open_music_file(piece_to_midi(_melody()), "m.mid").load().note_count == 16
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Workers that hang, crash, blow up or get killed.
+
+
+def test_a_hanging_read_is_killed_at_the_timeout_and_the_next_read_works(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(workers.PARSE_TIMEOUT_ENV, "1")
+    pid = _read(_pid)
+    error, seconds = _timed(_read, _hang)
+    assert 1.0 <= seconds < 4.0
+    assert isinstance(error, ParseWorkerError) and isinstance(error, FormatError) and error.reason == "timeout"
+    assert str(error) == (
+        "MuseGen stopped reading song.mid: it took longer than 1 s. The file may be malformed or too large: export "
+        "it again, or upload a shorter excerpt."
+    )
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # killed and reaped
+    monkeypatch.setenv(workers.PARSE_TIMEOUT_ENV, "5")  # room for a busy test machine
+    _next_read_works()
+
+
+def test_a_real_file_too_slow_to_parse_is_stopped_and_refused_at_once_when_given_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """music21's ABC import is quadratic: 1,448 notes take ~1 s, ten times the 0.1 s allowed here."""
+    monkeypatch.setenv(workers.PARSE_TIMEOUT_ENV, "0.1")
+    bars = " ".join("cdef gabc'|" for _ in range(181))
+    data = f"X:1\nT:Long {time.time()}\nM:4/4\nL:1/8\nK:C\n{bars}]\n".encode()
+    error, _ = _timed(workers.load_untrusted, data, "long.abc")
+    assert error.reason == "timeout" and "reading long.abc: it took longer than 0.1 s" in str(error)
+    again, seconds = _timed(workers.load_untrusted, data, "long.abc")
+    assert seconds < 0.1 and str(again) == str(error) and isinstance(again, ParseWorkerError)
+    monkeypatch.setenv(workers.PARSE_TIMEOUT_ENV, "5")
+    _next_read_works()
+
+
+def test_a_segfault_costs_a_message_and_the_next_read_works() -> None:
+    error, seconds = _timed(_read, _segfault)
+    assert error.reason == "crash" and seconds < 3.0
+    assert str(error).startswith("The worker process crashed while reading song.mid (segmentation fault).")
+    _next_read_works()
+
+
+def test_a_memory_blow_up_is_stopped_at_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(workers.PARSE_MEMORY_ENV, "600")
+    assert _read(_allocate, 50 * 2**20) == 50 * 2**20
+    error, _ = _timed(_read, _allocate, 2 * 2**30)
+    assert error.reason == "memory" and isinstance(error, FormatError)
+    assert str(error).startswith("MuseGen stopped reading song.mid: it needed more than 600 MB of memory.")
+    _next_read_works()
+
+
+def test_each_job_runs_under_its_limits_without_musegen_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    workers.shutdown()
+    monkeypatch.setenv(workers.PARSE_MEMORY_ENV, "700")
+    monkeypatch.setenv(workers.PARSE_TIMEOUT_ENV, "2.5")
+    monkeypatch.setenv("MUSEGEN_DB_URL", "postgresql://musegen:secret@db/musegen")
+    address_space, cpu_left, blas_threads, settings = _read(_limits_in_force)
+    assert address_space == 700 * 2**20 and 3.0 < cpu_left <= 5.0 and blas_threads == "1"  # cpu: ceil(2.5) + 1
+    assert settings == []
+
+
+def test_running_out_of_cpu_time_is_named() -> None:
+    error, _ = _timed(_read, _spin_past_a_low_cpu_limit)
+    assert error.reason == "cpu" and "s of processor time" in str(error)
+    _next_read_works()
+
+
+def test_a_worker_killed_from_outside_mid_job_costs_a_message_and_the_next_read_works(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+
+    def kill_the_worker() -> None:
+        deadline = time.monotonic() + 10
+        while not pid_file.exists() or not pid_file.read_text():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_the_worker)
+    killer.start()
+    error, seconds = _timed(_read, _pid_to_file_then_wait, str(pid_file))
+    killer.join()
+    assert error.reason == "killed" and seconds < 4.0
+    assert str(error).startswith("The worker process was killed while reading song.mid (SIGKILL")
+    _next_read_works()
+
+
+def test_a_worker_that_died_while_idle_is_replaced_unnoticed() -> None:
+    pid = _read(_pid)
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(0.2)
+    assert _read(_pid) != pid
+
+
+def test_workers_are_reused_then_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
+    workers.shutdown()
+    monkeypatch.setattr(workers, "WORKER_MAX_JOBS", 3)
+    pids = [_read(_pid) for _ in range(4)]
+    assert pids[0] == pids[1] == pids[2] != pids[3]
+
+
+def test_concurrent_reads_each_get_their_answer() -> None:
+    data = (DATA / "three_tunes.abc").read_bytes()
+    expected = [open_music_file(data, "t.abc").load(i) for i in range(3)] * 2
+    results: list[Piece | None] = [None] * len(expected)
+
+    def load(i: int) -> None:
+        results[i] = workers.load_untrusted(data, "t.abc", i % 3)
+
+    threads = [threading.Thread(target=load, args=(i,)) for i in range(len(expected))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == expected
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# What a worker sends back is never unpickled, and checked before use.
+
+
+def test_a_pickled_answer_is_refused_not_unpickled(tmp_path: Path) -> None:
+    marker = tmp_path / "unpickled"
+    error, seconds = _timed(_read, _raw_answer, pickle.dumps(_Touch(marker)))
+    assert error.reason == "garbled" and seconds < 3.0
+    assert not marker.exists()
+    assert pickle.loads(pickle.dumps(_Touch(marker))) is None and marker.exists()  # the pickle was a real threat
+    _next_read_works()
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b'{"ok": NaN}',
+        b'{"ok": Infinity}',
+        b"[1, 2]",
+        b'{"ok": 1, "also": 2}',
+        b'{"error": ["FormatError"]}',
+        b'{"failure": ["surprise", ""]}',
+        b'{"reply": 1}',
+        b"\xff\xfe\x00",
+        b"[" * 100_000,
+    ],
+    ids=["nan", "infinity", "list", "two-keys", "short-error", "odd-failure", "odd-kind", "bytes", "deep"],
+)
+def test_answers_that_are_not_a_reply_are_refused(header: bytes) -> None:
+    error, _ = _timed(_read, _raw_answer, header)
+    assert error.reason == "garbled" and isinstance(error, ParseWorkerError)
+
+
+def test_an_answer_announcing_too_many_bytes_is_refused_unread() -> None:
+    error, seconds = _timed(_read, _announce_a_huge_answer)
+    assert error.reason == "garbled" and "at most" in str(error) and seconds < 3.0
+
+
+def test_a_piece_that_does_not_validate_is_refused() -> None:
+    bad = _mutated("pitch out of range")
+    with pytest.raises(ParseWorkerError, match="sent back something MuseGen does not accept") as caught:
+        workers.run_in_worker(
+            "read", workers.reading("x.mid"), workers.parse_limits(), _answer, bad, b"", decode=workers._piece
+        )
+    assert caught.value.reason == "garbled"
+
+
+@pytest.mark.parametrize(
+    "header, blob",
+    [
+        ({"sample_rate": 44100, "frames": 2, "soundfont": "x", "truncated": False, "message": ""}, b"\0" * 15),
+        ({"sample_rate": 8000, "frames": 1, "soundfont": "x", "truncated": False, "message": ""}, b"\0" * 8),
+        ({"sample_rate": 44100, "frames": 1, "soundfont": "x", "truncated": 0, "message": ""}, b"\0" * 8),
+        (
+            {"sample_rate": 44100, "frames": 1, "soundfont": "x", "truncated": False, "message": ""},
+            np.array([[np.nan, 0]], "<f4").tobytes(),
+        ),
+        (
+            {"sample_rate": 44100, "frames": 1, "soundfont": "x", "truncated": False, "message": ""},
+            np.array([[2.0, 0]], "<f4").tobytes(),
+        ),
+    ],
+    ids=["short", "rate", "flag", "nan", "loud"],
+)
+def test_audio_that_does_not_match_its_header_is_refused(header: dict[str, object], blob: bytes) -> None:
+    with pytest.raises(RenderWorkerError) as caught:  # a reading worker starts faster than a rendering one
+        workers.run_in_worker(
+            "read", workers.RENDERING, workers.render_limits(), _answer, header, blob, decode=workers._render
+        )
+    assert caught.value.reason == "garbled" and isinstance(caught.value, RenderError)
+
+
+def test_a_jobs_own_error_keeps_its_class_from_errors_only() -> None:
+    with pytest.raises(RenderError, match="nothing to play") as caught:
+        render_uncached(Piece((Part("silence"),)))
+    assert type(caught.value) is RenderError
+    with pytest.raises(SoundFontError, match="no such font"):
+        _read(_raise_soundfont_error)
+    with pytest.raises(MusegenError) as caught:
+        _read(_raw_answer, b'{"error": ["SystemExit", "bye"]}')
+    assert type(caught.value) is MusegenError and str(caught.value) == "bye"
+    workers.shutdown()  # that worker is still asleep in `_raw_answer`
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Rendering in a worker.
+
+
+def test_renders_in_a_worker_are_those_of_this_process_and_read_only() -> None:
+    for settings in (RenderSettings(), RenderSettings(effects=True, programs=(40,), tempo_bpm=90.0)):
+        isolated = render_uncached(_melody(), settings)
+        here = render_in_process(_melody(), settings, resolve_soundfont(settings.soundfont))
+        assert np.array_equal(isolated.audio, here.audio) and isolated.audio.dtype == np.float32
+        assert (isolated.sample_rate, isolated.soundfont, isolated.truncated) == (44100, here.soundfont, False)
+        assert not isolated.audio.flags.writeable
+    assert render(_melody()) is render(_melody())  # the cache stays in this process
+
+
+def test_a_hanging_render_is_killed_and_the_next_render_works(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(workers.RENDER_TIMEOUT_ENV, "1")
+    error, seconds = _timed(
+        workers.run_in_worker, "render", workers.RENDERING, workers.render_limits(), _hang, decode=workers._render
+    )
+    assert isinstance(error, RenderWorkerError) and isinstance(error, RenderError) and 1.0 <= seconds < 4.0
+    assert str(error) == (
+        "MuseGen stopped rendering the audio: it took longer than 1 s. Try a shorter piece, or turn reverb and chorus "
+        "off, or another SoundFont."
+    )
+    monkeypatch.setenv(workers.RENDER_TIMEOUT_ENV, "30")
+    assert render_uncached(_melody()).seconds > 0
+
+
+def test_a_crashing_synthesiser_costs_a_message_and_the_next_render_works() -> None:
+    error, _ = _timed(
+        workers.run_in_worker,
+        "render",
+        workers.RENDERING,
+        workers.render_limits(),
+        _segfault,
+        decode=workers._render,
+    )
+    assert isinstance(error, RenderError) and error.reason == "crash"
+    assert render_uncached(_melody()).seconds > 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Configuration.
+
+
+def test_default_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (workers.PARSE_TIMEOUT_ENV, workers.RENDER_TIMEOUT_ENV):
+        monkeypatch.delenv(name)
+    assert workers.parse_limits() == workers.Limits(10.0, 1500)
+    assert workers.render_limits() == workers.Limits(60.0, 2500)
+    assert workers.parse_limits().cpu_s == 11
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("MUSEGEN_PARSE_TIMEOUT_S", "ten"),
+        ("MUSEGEN_PARSE_TIMEOUT_S", "0"),
+        ("MUSEGEN_PARSE_TIMEOUT_S", "nan"),
+        ("MUSEGEN_PARSE_TIMEOUT_S", "1e9"),
+        ("MUSEGEN_PARSE_MEMORY_MB", "1500.5"),
+        ("MUSEGEN_PARSE_MEMORY_MB", "100"),
+        ("MUSEGEN_RENDER_TIMEOUT_S", "-1"),
+        ("MUSEGEN_RENDER_MEMORY_MB", "lots"),
+    ],
+)
+def test_absurd_limits_are_refused_naming_the_variable(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(WorkerError, match=rf"^{name} must be .* \(it is '{value}'\)\.$"):
+        workers.parse_limits() if "PARSE" in name else workers.render_limits()
+
+
+def test_the_cli_reads_files_in_a_worker_and_reports_a_bad_limit(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli_main(["check", str(WALTZ), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["notes"] == 7
+    monkeypatch.setenv(workers.PARSE_TIMEOUT_ENV, "soon")
+    assert cli_main(["check", str(WALTZ)]) == 1
+    assert "MUSEGEN_PARSE_TIMEOUT_S must be a number" in capsys.readouterr().err
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _stop_workers_afterwards() -> Iterator[None]:
+    yield
+    workers.shutdown()
