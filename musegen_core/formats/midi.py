@@ -218,9 +218,12 @@ def _encode_text(text: str) -> str:
 
 
 def _reason(error: Exception) -> str:
-    """A library exception as a short single-line phrase."""
+    """A library exception as a short single-line phrase for people (an exception without a message, such as the
+    EOFError of a file that ends early, becomes "it ends too early" rather than a Python class name)."""
     text = " ".join(str(error).split())
-    return text[:120] if text else type(error).__name__
+    if text:
+        return text[:120]
+    return "it ends too early" if isinstance(error, EOFError) else "its data does not follow the MIDI format"
 
 
 # --- Piece → MIDI -----------------------------------------------------------------------------------------------
