@@ -36,8 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="musegen", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    check = commands.add_parser("check", help="parse a melody file and summarise it")
-    check.add_argument("file", type=Path)
+    check = commands.add_parser("check", help="parse melody files and summarise them")
+    check.add_argument("files", type=Path, nargs="+", metavar="FILE", help="one or more music files")
     check.add_argument("--tune", type=int, default=0, help="tune index in a multi-tune ABC file (from 0)")
     check.add_argument("--json", action="store_true", help="print JSON instead of text")
     check.set_defaults(run=_check)
@@ -174,16 +174,38 @@ def _read(path: Path) -> bytes:
 
 
 def _check(args: argparse.Namespace) -> int:
-    """Summarise a music file; it is opened and parsed in worker processes (`workers`), as uploads are."""
-    music_file = open_untrusted(_read(args.file), args.file.name)
-    piece = load_untrusted(music_file.data, music_file.filename, args.tune)
-    summary = _summary(music_file, piece, args.tune)
-    if args.json:
-        print(json.dumps({"ok": True, **summary}))
-    else:
-        for key, value in summary.items():
-            print(f"{key:>12}: {value}")
-    return 0
+    """Summarise music files; each is opened and parsed in worker processes (`workers`), as uploads are.
+
+    One file: its summary, or the one-line error (exit 1). Several: one report per file as it is read (with --json,
+    one JSON object per line, each with its "path"); a refused file does not stop the others; exit 1 when any was
+    refused.
+    """
+    if len(args.files) == 1:
+        _print_report({"ok": True, **_checked_file(args.files[0], args.tune)}, args.json)
+        return 0
+    refused = 0
+    for path in args.files:
+        try:
+            report = {"ok": True, "path": str(path), **_checked_file(path, args.tune)}
+        except MusegenError as exc:
+            report = {"ok": False, "path": str(path), "error": " ".join(str(exc).split())}
+            refused += 1
+        _print_report(report, args.json)
+    return 1 if refused else 0
+
+
+def _checked_file(path: Path, tune: int) -> dict[str, Any]:
+    music_file = open_untrusted(_read(path), path.name)
+    return _summary(music_file, load_untrusted(music_file.data, music_file.filename, tune), tune)
+
+
+def _print_report(report: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(report), flush=True)
+        return
+    for key, value in report.items():
+        print(f"{key:>12}: {value}")
+    print(flush=True)
 
 
 def _summary(music_file: MusicFile, piece: Piece, tune: int) -> dict[str, Any]:

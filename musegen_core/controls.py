@@ -109,14 +109,23 @@ class Controls:
             raise ControlError(
                 f"the pitch range must span at least {MIN_RANGE_SEMITONES} semitones (received {self.low}–{self.high})"
             )
-        if self.key is not None and self.key not in PITCH_NAMES:
-            raise ControlError(f"key must be one of {list(PITCH_NAMES)} (received {self.key!r})")
-        if self.mode is not None and self.mode not in SCALES:
-            raise ControlError(f"mode must be one of {list(SCALES)} (received {self.mode!r})")
+        check_choice("key", self.key, PITCH_NAMES)
+        check_choice("mode", self.mode, tuple(SCALES))
+        for name in ("style", "mix_style"):  # which styles exist depends on the model: it checks the names
+            if not isinstance(getattr(self, name), str | None):
+                raise ControlError(f"{name} must be a style name (received {getattr(self, name)!r})")
         if self.tempo_bpm is not None:
             check_real("tempo_bpm", self.tempo_bpm, *TEMPO_RANGE)
         if self.mix > 0 and (self.style is None or self.mix_style is None):
             raise ControlError("a style mix needs both a style and a second style to blend in")
+        self._store_plain_numbers()
+
+    def _store_plain_numbers(self) -> None:
+        """Store validated numbers as plain `int`/`float` (a `Fraction` or `numpy.int64` is not JSON-ready)."""
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, numbers.Real) and not isinstance(value, bool):
+                object.__setattr__(self, field.name, int(value) if field.type == "int" else float(value))
 
     @classmethod
     def with_mood(cls, mood: str, **values: object) -> Controls:
@@ -135,7 +144,7 @@ class Controls:
         """Controls from a mapping (CLI, URL, API); unknown names are refused."""
         unknown = set(values) - {f.name for f in fields(cls)}
         if unknown:
-            raise ControlError(f"unknown controls: {sorted(unknown)}")
+            raise ControlError(f"unknown controls: {sorted(map(str, unknown))}")
         return cls(**values)
 
     def steered(self) -> tuple[str, ...]:
@@ -182,13 +191,26 @@ def _parsed(name: str, text: str, annotation: str) -> object:
 def check_whole(name: str, value: object, low: int, high: int) -> None:
     whole = isinstance(value, numbers.Integral) and not isinstance(value, bool)
     if not (whole and low <= value <= high):
-        raise ControlError(f"{name} must be a whole number within {low} and {high} (received {value!r})")
+        raise ControlError(f"{name} must be a whole number within {low} and {high} (received {_shown(value)})")
 
 
 def check_real(name: str, value: object, low: float, high: float) -> None:
     real = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if not (real and math.isfinite(value) and low <= value <= high):
-        raise ControlError(f"{name} must be a number within {low:g} and {high:g} (received {value!r})")
+    # The range first: NaN fails it, and a 300-digit int never reaches isfinite (which cannot convert it).
+    if not (real and low <= value <= high and math.isfinite(value)):
+        raise ControlError(f"{name} must be a number within {low:g} and {high:g} (received {_shown(value)})")
+
+
+def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    """`value` is None or one of `choices` (anything else, unhashable values included, is a `ControlError`)."""
+    if value is not None and not (isinstance(value, str) and value in choices):
+        raise ControlError(f"{name} must be one of {list(choices)} (received {_shown(value)})")
+
+
+def _shown(value: object) -> str:
+    """A received value for a message: its repr, cut to 40 characters (a 300-digit number stays readable)."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "…"
 
 
 FAMILY_REFUSALS = {  # measured by bench/controls.py (bench/results/controls.json): no monotonic effect. Generation

@@ -11,7 +11,7 @@ Public API:
     open_untrusted(data, filename) -> MusicFile        `formats.open_music_file` in a reading worker
     load_untrusted(data, filename, tune_index) -> Piece `open_music_file(...).load(tune_index)` in a reading worker
     render_isolated(piece, settings, soundfont) -> Render  what `render.audio.render` runs on a cache miss
-    run_in_worker(pool, activity, limits, target, *args, decode=...)  any job, in the "read" or "render" pool
+    run_in_worker(pool, activity, limits, target, *args, data=b"", decode=...)  any job, in "read" or "render"
     parse_limits(), render_limits() -> Limits           the limits configured now
     shutdown()                                          stop the idle workers (the next job starts fresh ones)
 
@@ -38,7 +38,11 @@ Streamlit rerun with a hostile upload still in the uploader does not tie up a wo
 and forkserver are not used: they re-run the parent's `__main__` in the child, and Streamlit points `__main__` at the
 page being run.)
 
-Trust: a job goes TO a worker pickled (it comes from the server). Nothing coming back is ever unpickled: a worker has
+Trust: nothing crosses the socket pickled, in either direction. A job goes TO a worker as a JSON header (NaN
+refused) naming a module-level function ("module:qualname": the worker imports the module and refuses any name that
+is not a plain Python function), its JSON arguments (a piece as `music.piece_to_dict`, render settings and a
+SoundFont as plain dicts) and its limits, then raw bytes (the upload, for a read); a request that cannot be written
+so fails in the server, before any worker is involved. Nothing coming back is ever unpickled either: a worker has
 read hostile bytes and may be compromised, so it answers with a JSON header (at most `MAX_HEADER_BYTES`, NaN
 refused) and raw bytes (float32 audio, at most `MAX_BLOB_BYTES`), and the server checks both before use: a piece
 through `music.piece_from_dict` (exact keys and JSON types, every value validated by the dataclasses), tune lists
@@ -52,12 +56,14 @@ server's user (a seccomp filter or a container around the workers would be the n
 from __future__ import annotations
 
 import atexit
+import contextlib
+import dataclasses
 import hashlib
+import importlib
 import json
 import logging
 import math
 import os
-import pickle
 import resource
 import signal
 import socket
@@ -66,9 +72,11 @@ import subprocess
 import sys
 import threading
 import time
+import types
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
@@ -212,7 +220,7 @@ def _read_untrusted(
     if failed is not None:
         raise type(failed)(str(failed), failed.reason)
     try:
-        return run_in_worker("read", reading(filename), limits, job, data, filename, *args, decode=decode)
+        return run_in_worker("read", reading(filename), limits, job, filename, *args, data=data, decode=decode)
     except WorkerError as error:
         if error.reason in _LASTING_FAILURES:
             with _FAILED_READS_LOCK:
@@ -233,20 +241,23 @@ def render_isolated(piece: Piece, settings: audio.RenderSettings, soundfont: Sou
     Raises:
         RenderError: as `render_in_process`; a `RenderWorkerError` when the worker overran a limit or failed.
     """
-    return run_in_worker("render", RENDERING, render_limits(), _render_job, piece, settings, soundfont, decode=_render)
+    args = piece_to_dict(piece), _settings_to_dict(settings), _soundfont_to_dict(soundfont)
+    return run_in_worker("render", RENDERING, render_limits(), _render_job, *args, decode=_render)
 
 
-def _open_job(data: bytes, filename: str) -> Answer:
+def _open_job(filename: str, *, data: bytes) -> Answer:
     music_file = open_music_file(data, filename)
     return [music_file.format, list(music_file.tune_titles)], b""
 
 
-def _load_job(data: bytes, filename: str, tune_index: int) -> Answer:
+def _load_job(filename: str, tune_index: int, *, data: bytes) -> Answer:
     return piece_to_dict(open_music_file(data, filename).load(tune_index)), b""
 
 
-def _render_job(piece: Piece, settings: audio.RenderSettings, soundfont: SoundFont) -> Answer:
-    rendered = audio.render_in_process(piece, settings, soundfont)
+def _render_job(piece: dict[str, Any], settings: dict[str, Any], soundfont: dict[str, Any]) -> Answer:
+    rendered = audio.render_in_process(
+        piece_from_dict(piece), _settings_from_dict(settings), _soundfont_from_dict(soundfont)
+    )
     header = {
         "sample_rate": rendered.sample_rate,
         "frames": len(rendered.audio),
@@ -255,6 +266,41 @@ def _render_job(piece: Piece, settings: audio.RenderSettings, soundfont: SoundFo
         "message": rendered.message,
     }
     return header, memoryview(np.ascontiguousarray(rendered.audio, dtype="<f4")).cast("B")
+
+
+_SETTINGS_FIELDS = tuple(field.name for field in dataclasses.fields(audio.RenderSettings))
+
+
+def _settings_to_dict(settings: audio.RenderSettings) -> dict[str, Any]:
+    """`settings` as JSON-ready data: the soundfont as ["id", id] or ["path", path], the programs as a list."""
+    fields = {name: getattr(settings, name) for name in _SETTINGS_FIELDS}
+    kind = "path" if isinstance(settings.soundfont, Path) else "id"
+    return {**fields, "soundfont": [kind, str(settings.soundfont)], "programs": list(settings.programs)}
+
+
+def _settings_from_dict(value: Any) -> audio.RenderSettings:
+    """The `RenderSettings` written by `_settings_to_dict` (its own checks run again)."""
+    fields = _record(value, _SETTINGS_FIELDS)
+    kind, name = _checked(fields["soundfont"], list, 2)
+    if kind not in ("id", "path"):
+        raise ValueError("a soundfont is an id or a path")
+    soundfont = Path(_checked(name, str)) if kind == "path" else _checked(name, str)
+    programs = tuple(_checked(fields["programs"], list))
+    return audio.RenderSettings(**{**fields, "soundfont": soundfont, "programs": programs})
+
+
+def _soundfont_to_dict(soundfont: SoundFont) -> dict[str, Any]:
+    return {"id": soundfont.id, "label": soundfont.label, "path": str(soundfont.path), "builtin": soundfont.builtin}
+
+
+def _soundfont_from_dict(value: Any) -> SoundFont:
+    fields = _record(value, ("id", "label", "path", "builtin"))
+    return SoundFont(
+        _checked(fields["id"], str),
+        _checked(fields["label"], str),
+        Path(_checked(fields["path"], str)),
+        _checked(fields["builtin"], bool),
+    )
 
 
 def _tunes(value: Any, blob: bytearray) -> tuple[str, tuple[str, ...]]:
@@ -296,6 +342,14 @@ def _checked(value: Any, kind: type[T], length: int | None = None) -> T:
     return value
 
 
+def _record(value: Any, keys: tuple[str, ...]) -> dict[str, Any]:
+    """`value`, a JSON object with exactly `keys`."""
+    fields = _checked(value, dict)
+    if set(fields) != set(keys):
+        raise ValueError(f"expected the keys {', '.join(keys)}")
+    return fields
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The server side: pools of workers, one job at a time each.
 
@@ -306,19 +360,24 @@ def run_in_worker(
     limits: Limits,
     target: Callable[..., Answer],
     *args: Any,
+    data: bytes = b"",
     decode: Callable[[Any, bytearray], T],
 ) -> T:
-    """`decode(*target(*args))`, with `target` run in a worker of `pool` ("read" or "render") under `limits`.
+    """`decode(*target(*args, data=data))`, with `target` run in a worker of `pool` ("read" or "render") under
+    `limits`; `data=` is passed only when `data` is not empty.
 
-    `target` must be a module-level function (it is sent by name) returning a JSON-ready value and raw bytes;
-    `decode` turns them back into the result in this process, raising ValueError for anything unacceptable.
+    `target` must be a module-level function (it is sent by name), `args` JSON-ready values and `data` raw bytes (an
+    upload); `target` returns a JSON-ready value and raw bytes, and `decode` turns them back into the result in this
+    process, raising ValueError for anything unacceptable.
 
     Raises:
+        TypeError, ValueError: the job cannot be sent (a target that is not a module-level function, an argument
+            that JSON cannot hold); no worker is involved.
         MusegenError: what `target` raised (the same class, when it is one of `errors`' classes).
-        WorkerError: `activity.error` when the worker overran `limits`, crashed, was killed or answered something
-            `decode` refused (the worker is then killed), or could not be started.
+        WorkerError: `activity.error` when the worker overran `limits`, crashed, was killed, refused the request or
+            answered something `decode` refused (the worker is then killed), or could not be started.
     """
-    return _pool(pool).run(activity, _Job(target, args, limits), decode)
+    return _pool(pool).run(activity, _Job(target, args, limits, data), decode)
 
 
 def shutdown() -> None:
@@ -330,11 +389,64 @@ def shutdown() -> None:
 
 
 class _Job(NamedTuple):
-    """What a worker runs (pickled to it: it comes from the server)."""
+    """What a worker runs: `target(*args, data=data)` (without `data=` when it is empty) under `limits`.
+
+    It travels as two frames, nothing pickled: a JSON header {"target": "module:qualname", "args": [...], "limits":
+    {"timeout_s": ..., "memory_mb": ...}} (`header`, read back by `received`), then `data` as it is.
+    """
 
     target: Callable[..., Answer]
     args: tuple[Any, ...]
     limits: Limits
+    data: bytes = b""
+
+    def header(self) -> bytes:
+        """The JSON header; TypeError or ValueError when the job cannot be sent."""
+        limits = {"timeout_s": self.limits.timeout_s, "memory_mb": self.limits.memory_mb}
+        request = {"target": _target_name(self.target), "args": list(self.args), "limits": limits}
+        return json.dumps(request, allow_nan=False).encode()
+
+    @classmethod
+    def received(cls, header: bytearray, data: bytearray) -> _Job:
+        """The job a worker was sent; ValueError (or RecursionError) for anything `header` does not write."""
+        fields = _record(json.loads(header, parse_constant=_no_constant), ("target", "args", "limits"))
+        target = _resolve_target(_checked(fields["target"], str))
+        return cls(target, tuple(_checked(fields["args"], list)), _limits_from_dict(fields["limits"]), bytes(data))
+
+    def run(self) -> Answer:
+        return self.target(*self.args, data=self.data) if self.data else self.target(*self.args)
+
+
+def _target_name(target: Callable[..., Answer]) -> str:
+    """The "module:qualname" of a module-level function; TypeError for anything else."""
+    qualname = getattr(target, "__qualname__", "")
+    if not isinstance(target, types.FunctionType) or not qualname.isidentifier():
+        raise TypeError(f"a worker runs module-level functions only, not {target!r}")
+    return f"{target.__module__}:{qualname}"
+
+
+def _resolve_target(name: str) -> Callable[..., Answer]:
+    """The module-level function called `name` ("module:qualname"), its module imported; ValueError for a name that
+    is not one."""
+    module_name, _, qualname = name.partition(":")
+    target = None
+    if qualname.isidentifier() and all(part.isidentifier() for part in module_name.split(".")):
+        with contextlib.suppress(ImportError):
+            target = getattr(importlib.import_module(module_name), qualname, None)
+    if not isinstance(target, types.FunctionType):
+        raise ValueError(f"{name!r} is not a module-level Python function")
+    return target
+
+
+def _limits_from_dict(value: Any) -> Limits:
+    """The `Limits` in a request, each within the range its environment variable allows."""
+    fields = _record(value, ("timeout_s", "memory_mb"))
+    timeout_s, memory_mb = fields["timeout_s"], fields["memory_mb"]
+    if type(timeout_s) not in (int, float) or not TIMEOUT_RANGE_S[0] <= timeout_s <= TIMEOUT_RANGE_S[1]:
+        raise ValueError(f"timeout_s must be a number within {TIMEOUT_RANGE_S[0]:g} and {TIMEOUT_RANGE_S[1]:g}")
+    if type(memory_mb) is not int or not MEMORY_RANGE_MB[0] <= memory_mb <= MEMORY_RANGE_MB[1]:
+        raise ValueError(f"memory_mb must be a whole number within {MEMORY_RANGE_MB[0]} and {MEMORY_RANGE_MB[1]}")
+    return Limits(float(timeout_s), memory_mb)
 
 
 class _Pool:
@@ -347,11 +459,11 @@ class _Pool:
         self._lock = threading.Lock()
 
     def run(self, activity: Activity, job: _Job, decode: Callable[[Any, bytearray], T]) -> T:
-        request = pickle.dumps(job)  # a job that cannot be sent fails here, before any worker is involved
+        header = job.header()  # a job that cannot be sent fails here, before any worker is involved
         with self._slots:
             worker = self._take(activity)
             try:
-                value, blob = worker.run(activity, request, job.limits)
+                value, blob = worker.run(activity, header, job.data, job.limits)
                 result = decode(value, blob)
             except WorkerError:
                 worker.kill()
@@ -422,14 +534,15 @@ class _Worker:
             self.kill()
             raise activity.error(f"A new worker process for {activity.doing} answered nonsense.", "start")
 
-    def run(self, activity: Activity, request: bytes, limits: Limits) -> tuple[Any, bytearray]:
-        """Send a pickled `_Job`, wait for its answer until the deadline; a job error is raised, a worker failure
-        too (the worker is then dead or must be killed)."""
+    def run(self, activity: Activity, header: bytes, data: bytes, limits: Limits) -> tuple[Any, bytearray]:
+        """Send a job (its `_Job.header` and data), wait for its answer until the deadline; a job error is raised, a
+        worker failure too (the worker is then dead or must be killed)."""
         self.jobs += 1
         deadline = time.monotonic() + limits.timeout_s
         try:
-            _send_frame(self.channel, request, deadline)
-            header = _receive_frame(self.channel, MAX_HEADER_BYTES, deadline)
+            _send_frame(self.channel, header, deadline)
+            _send_frame(self.channel, data, deadline)
+            reply = _receive_frame(self.channel, MAX_HEADER_BYTES, deadline)
             blob = _receive_frame(self.channel, MAX_BLOB_BYTES, deadline)
         except TimeoutError:
             self.kill()
@@ -437,7 +550,7 @@ class _Worker:
         except (EOFError, OSError):
             reason, detail = self._death()
             raise _failure(activity, reason, limits, detail) from None
-        return _open_reply(header, activity, limits), blob
+        return _open_reply(reply, activity, limits), blob
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -549,11 +662,10 @@ def worker_main() -> None:
     _send_frame(channel, _READY)
     while True:
         try:
-            job: _Job = pickle.loads(_receive_frame(channel))
+            request = _receive_frame(channel), _receive_frame(channel)
         except EOFError:
             return
-        _apply_limits(job.limits)
-        header, blob = _execute(job)
+        header, blob = _serve(*request)
         _send_frame(channel, header)
         _send_frame(channel, blob)
 
@@ -590,10 +702,21 @@ def _set_soft_limit(which: int, value: int) -> None:
     resource.setrlimit(which, (value if hard == resource.RLIM_INFINITY else min(value, hard), hard))
 
 
+def _serve(header: bytearray, data: bytearray) -> tuple[bytes, bytes | memoryview]:
+    """The answer to one request: the job's, or a "failed" reply when the request is not a job (nothing is run)."""
+    try:
+        job = _Job.received(header, data)
+    except (ValueError, RecursionError) as error:
+        log.error("a worker refused a request: %s", error)
+        return _reply("failure", ["failed", f"request refused: {error}"[:200]]), b""
+    _apply_limits(job.limits)
+    return _execute(job)
+
+
 def _execute(job: _Job) -> tuple[bytes, bytes | memoryview]:
     """Run the job; its answer as a JSON header and raw bytes."""
     try:
-        value, blob = job.target(*job.args)
+        value, blob = job.run()
         return json.dumps({"ok": value}, allow_nan=False).encode(), blob
     except MemoryError:
         return _reply("failure", ["memory", ""]), b""

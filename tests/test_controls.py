@@ -3,8 +3,10 @@ knob moves what it says in generated music — on tiny models of every family an
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import replace
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -61,6 +63,9 @@ def prime(pitches: list[int] = C_MAJOR_TUNE, key: Key | None = None) -> Piece:
         ({"tempo_bpm": 1000.0}, "tempo_bpm must be a number within 20 and 300"),
         ({"mix": 0.5, "style": "irish"}, "a style mix needs both a style and a second style"),
         ({"seed": -1}, "seed must be a whole number"),
+        ({"temperature": 10**400}, "(received 1000000000000000000000000000000000000…)"),
+        ({"mode": ["major"]}, "mode must be one of"),
+        ({"style": 5}, "style must be a style name (received 5)"),
     ],
 )
 def test_absurd_values_get_one_clear_message(values, message):
@@ -75,6 +80,14 @@ def test_unknown_control_names_and_moods_are_refused():
         Controls.with_mood("angry")
     with pytest.raises(ControlError, match="unknown controls"):
         continue_melody(MelodyLSTM(LSTM_PRESETS["lstm-tiny"]).eval(), prime(), loudness=3)
+
+
+def test_numbers_are_stored_as_plain_json_ready_ints_and_floats():
+    controls = Controls(scale_pull=Fraction(1, 3), bars=np.int64(4), temperature=1)
+    assert (type(controls.scale_pull), type(controls.bars), type(controls.temperature)) == (float, int, float)
+    assert Controls.from_dict(json.loads(json.dumps(controls.as_dict()))) == controls
+    with pytest.raises(ControlError, match=r"unknown controls: \['1', 'x'\]"):
+        Controls.from_dict({1: 0, "x": 0})
 
 
 def test_moods_set_valence_and_energy_and_round_trip_through_a_dict():

@@ -1,8 +1,8 @@
-"""Uploads → `Piece`: MIDI round trips, MusicXML/ABC exact notes, safety checks, and a foreign conformance corpus."""
+"""Uploads → `Piece`: MIDI round trips, MusicXML/ABC exact notes and safety checks (the foreign conformance corpus:
+tests/test_conformance.py)."""
 
 from __future__ import annotations
 
-import csv
 import io
 import random
 import time
@@ -29,7 +29,6 @@ from musegen_core.formats.midi import snap_beats
 from musegen_core.music import Key, Note, Part, Piece, TimeSignature
 
 DATA = Path(__file__).parent / "data"
-CONFORMANCE = Path(__file__).resolve().parents[1].parent / "shared" / "conformance"
 WALTZ_NOTES = [(74, 0.0, 1.0), (67, 1.0, 1.0), (71, 2.0, 0.5), (74, 3.0, 3.0), (67, 6.0, 1.0), (71, 6.0, 1.0)]
 WALTZ_NOTES.append((78, 7.0, 3.0))  # F#5: the key signature's sharp
 
@@ -394,40 +393,3 @@ def test_music_file_is_a_frozen_value_with_a_short_repr() -> None:
     music_file = open_music_file(piece_to_midi(Piece((_melody([60]),))), "tiny.mid")
     assert isinstance(music_file, MusicFile) and "MThd" not in repr(music_file)
     assert music_file.load().title == "tiny"  # no title in the file: the file name stands in
-
-
-# --- conformance corpus (files written by others) ----------------------------------------------------------------
-
-
-def _conformance_files() -> list[Path]:
-    if not CONFORMANCE.is_dir():
-        return []
-    return sorted(p for p in CONFORMANCE.rglob("*") if p.is_file() and p.name not in ("README.md", "SOURCES.tsv"))
-
-
-def _conformance_categories() -> dict[str, str]:
-    with (CONFORMANCE / "SOURCES.tsv").open(encoding="utf-8") as table:
-        return {row["local_path"]: row["category"] for row in csv.DictReader(table, delimiter="\t")}
-
-
-@pytest.mark.skipif(not CONFORMANCE.is_dir(), reason=f"conformance corpus not found at {CONFORMANCE}")
-@pytest.mark.parametrize("path", _conformance_files(), ids=lambda p: str(p.relative_to(CONFORMANCE)))
-@pytest.mark.timeout(60)
-def test_conformance_file_loads_or_raises_format_error_quickly(path: Path) -> None:
-    started = time.perf_counter()
-    outcomes: list[str] = []
-    try:
-        music_file = open_music_file(path.read_bytes(), path.name)
-        for index in range(len(music_file.tune_titles)):
-            try:
-                outcomes.append(f"{music_file.load(index).note_count} notes")
-            except FormatError as error:
-                assert str(error).strip() and "\n" not in str(error)
-                outcomes.append("refused")
-    except FormatError as error:
-        assert str(error).strip() and "\n" not in str(error)
-        outcomes.append("refused")
-    assert time.perf_counter() - started < 15, f"{path.name} took {time.perf_counter() - started:.1f} s"
-    category = _conformance_categories().get(str(path.relative_to(CONFORMANCE)))
-    if category == "valid" and path.name != "chords_simple.xml":  # chord symbols only: nothing to play
-        assert "refused" not in outcomes, f"a valid file was refused: {outcomes}"

@@ -1,5 +1,6 @@
 """Worker processes (`musegen_core.workers`): hangs, crashes, memory blow-ups and kills cost one message and the next
-job works; nothing a worker sends back is unpickled or trusted; uploads and renders come out exactly as in-process.
+job works; nothing is unpickled in either direction (jobs go as JSON naming a module-level function, answers come
+back as JSON and raw bytes, checked before use); uploads and renders come out exactly as in-process.
 
 The `_…` functions below are test-only jobs: a worker imports this module by name to run them.
 """
@@ -38,7 +39,7 @@ from musegen_core.errors import (
 from musegen_core.formats import open_music_file, piece_to_midi
 from musegen_core.music import Key, Note, Part, Piece, TimeSignature, piece_from_dict, piece_to_dict
 from musegen_core.render.audio import RenderSettings, render, render_in_process, render_uncached
-from musegen_core.render.soundfonts import resolve_soundfont
+from musegen_core.render.soundfonts import SoundFont, resolve_soundfont
 
 DATA = Path(__file__).parent / "data"
 CONFORMANCE = Path(__file__).resolve().parents[1].parent / "shared" / "conformance"
@@ -99,14 +100,15 @@ def _raise_soundfont_error() -> workers.Answer:
     raise SoundFontError("no such font")
 
 
-def _answer(value: object, blob: bytes) -> workers.Answer:
-    return value, blob
+def _answer(value: object, *, data: bytes = b"") -> workers.Answer:
+    return value, data
 
 
-def _raw_answer(header: bytes) -> workers.Answer:
-    """Write `header` (and an empty blob) straight onto the worker's channel, as a compromised worker could."""
+def _raw_answer(*, data: bytes) -> workers.Answer:
+    """Write `data` as the header (and an empty blob) straight onto the worker's channel, as a compromised worker
+    could."""
     channel = socket.socket(fileno=os.dup(int(sys.argv[2])))
-    channel.sendall(struct.pack("!Q", len(header)) + header + struct.pack("!Q", 0))
+    channel.sendall(struct.pack("!Q", len(data)) + data + struct.pack("!Q", 0))
     time.sleep(3600)
     raise AssertionError("not reached")
 
@@ -118,6 +120,11 @@ def _announce_a_huge_answer() -> workers.Answer:
     raise AssertionError("not reached")
 
 
+def _touch(path: str) -> workers.Answer:
+    Path(path).touch()
+    return "touched", b""
+
+
 class _Touch:
     """A pickle that creates a file when it is loaded."""
 
@@ -127,14 +134,19 @@ class _Touch:
     def __reduce__(self) -> tuple[object, tuple[Path]]:
         return Path.touch, (self.path,)
 
+    @staticmethod
+    def touch(path: str) -> workers.Answer:
+        """A plain function, but not a module-level one."""
+        return _touch(path)
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # Helpers.
 
 
-def _read(target: object, *args: object) -> object:
+def _read(target: object, *args: object, data: bytes = b"") -> object:
     return workers.run_in_worker(
-        "read", workers.reading("song.mid"), workers.parse_limits(), target, *args, decode=lambda v, b: v
+        "read", workers.reading("song.mid"), workers.parse_limits(), target, *args, data=data, decode=lambda v, b: v
     )
 
 
@@ -449,12 +461,100 @@ def test_concurrent_reads_each_get_their_answer() -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# What goes to a worker: a JSON header naming a module-level function, then raw bytes; never a pickle.
+
+
+def _request(target: str, args: list[object], **changes: object) -> bytes:
+    """A request header as the server writes one, with `changes` to its fields."""
+    header = {"target": target, "args": args, "limits": {"timeout_s": 5.0, "memory_mb": 1500}, **changes}
+    return json.dumps(header).encode()
+
+
+def test_an_upload_reaches_the_worker_byte_for_byte() -> None:
+    data = bytes(range(256)) * 3
+    echoed = workers.run_in_worker(
+        "read", workers.reading("x.mid"), workers.parse_limits(), _answer, "v", data=data, decode=lambda v, b: (v, b)
+    )
+    assert echoed == ("v", data)
+
+
+def test_a_job_that_cannot_be_sent_fails_before_any_worker_is_involved(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_worker(*args: object) -> None:
+        raise AssertionError("a worker was involved")
+
+    monkeypatch.setattr(workers._Pool, "_take", no_worker)
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        _read(_answer, b"bytes")
+    with pytest.raises(ValueError, match="Out of range float"):
+        _read(_answer, math.nan)
+    for target in (lambda: (1, b""), _Touch.touch, os.getpid, _Touch):
+        with pytest.raises(TypeError, match="module-level functions only"):
+            _read(target)
+
+
+def test_a_request_that_is_not_a_job_for_a_module_level_function_is_refused_unrun(tmp_path: Path) -> None:
+    """Each request here would create `marker` if the worker ran it (or unpickled it); the same worker then serves
+    a real job, which does create it."""
+    marker = tmp_path / "ran"
+    here = f"{__name__}:_touch"
+    refused = {
+        "a pickle": pickle.dumps(_Touch(marker)),
+        "not utf-8": b"\xff" + _request(here, [str(marker)]),
+        "NaN": _request(here, [str(marker)]).replace(b"5.0", b"NaN"),
+        "a builtin": _request("os:system", [f"touch {marker}"]),
+        "a class": _request(f"{__name__}:_Touch", [str(marker)]),
+        "a method": _request(f"{__name__}:_Touch.touch", [str(marker)]),
+        "no module": _request("_touch", [str(marker)]),
+        "a relative module": _request(".test_workers:_touch", [str(marker)]),
+        "a missing module": _request("no_such_module:_touch", [str(marker)]),
+        "args not a list": _request(here, str(marker)),
+        "bad limits": _request(here, [str(marker)], limits={"timeout_s": 5.0, "memory_mb": "lots"}),
+        "an extra key": _request(here, [str(marker)], also=1),
+        "deep": b"[" * 100_000,
+    }
+    activity = workers.reading("song.mid")
+    limits = workers.parse_limits()
+    worker = workers._Worker("read", activity)
+    try:
+        for case, header in refused.items():
+            with pytest.raises(ParseWorkerError, match=r"\(request refused: ") as caught:
+                worker.run(activity, header, b"", limits)
+            assert caught.value.reason == "failed" and not marker.exists(), case
+        assert worker.run(activity, _request(here, [str(marker)]), b"", limits) == ("touched", b"")
+        assert marker.exists() and worker.alive()
+    finally:
+        worker.kill()
+    assert pickle.loads(refused["a pickle"]) is None  # the pickle was a real threat
+    _next_read_works()
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        RenderSettings(),
+        RenderSettings("fluidr3", (40, None, 0), 97.5, effects=True, normalize=False, target_lufs=-14, fade_out_ms=0),
+        RenderSettings(Path("/tmp/my font.sf2")),
+    ],
+    ids=["default", "every-field", "path"],
+)
+def test_render_settings_survive_json_exactly(settings: RenderSettings) -> None:
+    again = workers._settings_from_dict(json.loads(json.dumps(workers._settings_to_dict(settings), allow_nan=False)))
+    assert again == settings and type(again.soundfont) is type(settings.soundfont)
+    assert [type(value) for value in vars(again).values()] == [type(value) for value in vars(settings).values()]
+
+
+def test_a_soundfont_survives_json_exactly() -> None:
+    for soundfont in (resolve_soundfont(RenderSettings().soundfont), SoundFont("user", "Mine", Path("/x.sf2"), False)):
+        assert workers._soundfont_from_dict(json.loads(json.dumps(workers._soundfont_to_dict(soundfont)))) == soundfont
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # What a worker sends back is never unpickled, and checked before use.
 
 
 def test_a_pickled_answer_is_refused_not_unpickled(tmp_path: Path) -> None:
     marker = tmp_path / "unpickled"
-    error, seconds = _timed(_read, _raw_answer, pickle.dumps(_Touch(marker)))
+    error, seconds = _timed(_read, _raw_answer, data=pickle.dumps(_Touch(marker)))
     assert error.reason == "garbled" and seconds < 3.0
     assert not marker.exists()
     assert pickle.loads(pickle.dumps(_Touch(marker))) is None and marker.exists()  # the pickle was a real threat
@@ -477,7 +577,7 @@ def test_a_pickled_answer_is_refused_not_unpickled(tmp_path: Path) -> None:
     ids=["nan", "infinity", "list", "two-keys", "short-error", "odd-failure", "odd-kind", "bytes", "deep"],
 )
 def test_answers_that_are_not_a_reply_are_refused(header: bytes) -> None:
-    error, _ = _timed(_read, _raw_answer, header)
+    error, _ = _timed(_read, _raw_answer, data=header)
     assert error.reason == "garbled" and isinstance(error, ParseWorkerError)
 
 
@@ -490,7 +590,7 @@ def test_a_piece_that_does_not_validate_is_refused() -> None:
     bad = _mutated("pitch out of range")
     with pytest.raises(ParseWorkerError, match="sent back something MuseGen does not accept") as caught:
         workers.run_in_worker(
-            "read", workers.reading("x.mid"), workers.parse_limits(), _answer, bad, b"", decode=workers._piece
+            "read", workers.reading("x.mid"), workers.parse_limits(), _answer, bad, decode=workers._piece
         )
     assert caught.value.reason == "garbled"
 
@@ -515,7 +615,7 @@ def test_a_piece_that_does_not_validate_is_refused() -> None:
 def test_audio_that_does_not_match_its_header_is_refused(header: dict[str, object], blob: bytes) -> None:
     with pytest.raises(RenderWorkerError) as caught:  # a reading worker starts faster than a rendering one
         workers.run_in_worker(
-            "read", workers.RENDERING, workers.render_limits(), _answer, header, blob, decode=workers._render
+            "read", workers.RENDERING, workers.render_limits(), _answer, header, data=blob, decode=workers._render
         )
     assert caught.value.reason == "garbled" and isinstance(caught.value, RenderError)
 
@@ -527,7 +627,7 @@ def test_a_jobs_own_error_keeps_its_class_from_errors_only() -> None:
     with pytest.raises(SoundFontError, match="no such font"):
         _read(_raise_soundfont_error)
     with pytest.raises(MusegenError) as caught:
-        _read(_raw_answer, b'{"error": ["SystemExit", "bye"]}')
+        _read(_raw_answer, data=b'{"error": ["SystemExit", "bye"]}')
     assert type(caught.value) is MusegenError and str(caught.value) == "bye"
     workers.shutdown()  # that worker is still asleep in `_raw_answer`
 

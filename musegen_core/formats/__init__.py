@@ -29,7 +29,7 @@ from pathlib import PurePath
 
 from musegen_core.errors import FormatError
 from musegen_core.formats.abc import abc_tune_to_piece, decode_abc, split_tunes
-from musegen_core.formats.midi import MAX_NOTES, MAX_PARTS, midi_to_piece, piece_to_midi
+from musegen_core.formats.midi import MAX_NOTES, MAX_PARTS, check_length, midi_to_piece, piece_to_midi
 from musegen_core.formats.musicxml import musicxml_bytes, musicxml_title, musicxml_to_piece
 from musegen_core.music import Part, Piece, pitch_name
 
@@ -91,7 +91,8 @@ class MusicFile:
         A piece without a title of its own is titled after its tune (`tune_titles[tune_index]`).
 
         Raises:
-            FormatError: the index is out of range, the file cannot be read, or it holds no pitched notes.
+            FormatError: the index is out of range, the file cannot be read, it is longer than `MAX_PIECE_BEATS`,
+                or it holds no pitched notes.
         """
         if not 0 <= tune_index < len(self.tune_titles):
             raise FormatError(
@@ -102,9 +103,12 @@ class MusicFile:
             piece = _LOADERS[self.format](self.data, tune_index)
         except FormatError:
             raise
-        except Exception as error:  # boundary: any library failure becomes a FormatError
-            reason = " ".join(str(error).split())[:120] or type(error).__name__
-            raise FormatError(f"MuseGen could not read {self.filename} ({reason}). {UPLOAD_HINT}") from error
+        except Exception as error:  # boundary: any library failure becomes a FormatError (details in the log)
+            log.info("reading %s failed", self.filename, exc_info=True)
+            raise FormatError(
+                f"MuseGen could not read {self.filename}: it is damaged or not what its name says. {UPLOAD_HINT}"
+            ) from error
+        check_length(piece)
         piece = _with_pitched_notes(piece, self.filename)
         return piece if piece.title else replace(piece, title=self.tune_titles[tune_index])
 

@@ -17,6 +17,7 @@ reading then gives the same pitches.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from fractions import Fraction
@@ -25,6 +26,7 @@ from music21 import stream
 from music21.converter import subConverters
 
 from musegen_core.errors import FormatError
+from musegen_core.formats.midi import MAX_BAR_BEATS
 from musegen_core.formats.notation import (
     GRID_STEPS_PER_BEAT,
     SIXTEENTH_STEPS,
@@ -40,15 +42,18 @@ from musegen_core.formats.score import stream_to_piece
 from musegen_core.formats.spelling import key_fifths, key_name, signature_alters, spell
 from musegen_core.music import Key, Piece
 
-MAX_ABC_NOTES = 1_500  # music21's ABC import is quadratic (beaming): 1–4 s at 1,500 notes, ~8 min at 20,000
+MAX_ABC_NOTES = 1_500  # notes and rests; music21's ABC import is quadratic: 1–4 s at 1,500, ~8 min at 20,000
 _FIELD_OR_DIRECTIVE = re.compile(r"^([A-Za-z]:|%%)")
 _NOT_NOTE_LETTERS = re.compile(r'"[^"]*"|![^!]*!|\+[^+\s]*\+|%.*$')  # annotations, decorations, comments
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+MAX_TITLE_CHARS = 100
+_METER_FIELD = re.compile(r"^M:\s*([\d+() ]+)/\s*(\d+)", re.MULTILINE)  # header M: lines (inline ones are fast)
 _ABC_HINT = "An ABC tune needs an X: line and a K: (key) line before its notes."
 _NOTE_LENGTHS = (32, 24, 16, 12, 8, 6, 4, 3, 2, 1)  # in 16ths (L:1/16): the lengths one plain or dotted note shows
 _ACCIDENTAL_SIGNS = {-2: "__", -1: "_", 0: "=", 1: "^", 2: "^^"}
 _BARS_PER_LINE = 4
 _WRITE_HINT = "Export MIDI or MusicXML instead, which keep it."
+log = logging.getLogger("musegen.formats")
 
 
 @dataclass(frozen=True)
@@ -103,35 +108,49 @@ def split_tunes(text: str) -> tuple[AbcTune, ...]:
 def _tune_title(lines: list[str], number: int) -> str:
     for line in lines:
         if line.startswith("T:") and line[2:].strip():
-            return " ".join(line[2:].split())
+            return " ".join(line[2:].split())[:MAX_TITLE_CHARS]
     return f"Tune {number}"
 
 
 def approximate_note_count(text: str) -> int:
-    """Note letters (A–G, a–g) in the music lines of ABC text, outside annotations, decorations and comments.
+    """Note letters (A–G, a–g) and rests (z, x) in the music lines of ABC text, outside annotations, decorations
+    and comments.
 
     Counts chord members and a few stray letters too: a cheap upper-bound-ish estimate, used to refuse tunes
-    too long for music21 before parsing them.
+    too long for music21 before parsing them (rests cost its importer as much as notes).
     """
     count = 0
     for line in text.splitlines():
         if not _FIELD_OR_DIRECTIVE.match(line) and not line.startswith("%"):
-            count += sum(1 for char in _NOT_NOTE_LETTERS.sub("", line) if char in "ABCDEFGabcdefg")
+            count += sum(1 for char in _NOT_NOTE_LETTERS.sub("", line) if char in "ABCDEFGabcdefgzx")
     return count
+
+
+def _check_meters(tune: AbcTune) -> None:
+    """Refuse a header meter of more than `MAX_BAR_BEATS` beats a bar (music21 hangs on `M:4000/4`)."""
+    for numerator, denominator in _METER_FIELD.findall(tune.text):
+        beats = sum(int(number) for number in re.findall(r"\d{1,6}", numerator))  # no int() of 5,000 digits
+        if beats > MAX_BAR_BEATS or len(denominator) > 3 or int(denominator) > 128:
+            raise FormatError(
+                f"The ABC tune {tune.title!r} has a meter (M: line) of more than {MAX_BAR_BEATS} beats a bar, which "
+                "MuseGen does not read. Fix the M: line, or upload the tune as MIDI or MusicXML."
+            )
 
 
 def abc_tune_to_piece(tune: AbcTune) -> Piece:
     """Parse one tune with music21 into a `Piece` (pickup, meter, key and tempo from the tune's header).
 
     Raises:
-        FormatError: the tune is longer than `MAX_ABC_NOTES`, or music21 cannot parse it.
+        FormatError: the tune is longer than `MAX_ABC_NOTES`, its meter longer than `MAX_BAR_BEATS`, or music21
+            cannot parse it.
     """
     notes = approximate_note_count(tune.text)
     if notes > MAX_ABC_NOTES:
         raise FormatError(
-            f"The ABC tune {tune.title!r} has about {notes:,} notes; MuseGen reads ABC tunes of at most "
+            f"The ABC tune {tune.title!r} has about {notes:,} notes and rests; MuseGen reads ABC tunes of at most "
             f"{MAX_ABC_NOTES:,} notes (longer ones import very slowly). Upload it as MIDI or MusicXML instead."
         )
+    _check_meters(tune)
     converter = subConverters.ConverterABC()
     try:
         converter.parseData(tune.text)
@@ -141,9 +160,12 @@ def abc_tune_to_piece(tune: AbcTune) -> Piece:
         return stream_to_piece(parsed)
     except FormatError:
         raise
-    except Exception as error:  # boundary: music21's ABC translator raises many exception types
-        reason = " ".join(str(error).split())[:120] or type(error).__name__
-        raise FormatError(f"music21 could not read the ABC tune {tune.title!r} ({reason}). {_ABC_HINT}") from error
+    except Exception as error:  # boundary: music21's ABC translator raises many exception types (details logged)
+        log.info("music21 could not read the ABC tune %r", tune.title, exc_info=True)
+        raise FormatError(
+            f"music21 could not read the ABC tune {tune.title!r}: it uses notation its ABC reader does not follow. "
+            f"{_ABC_HINT} Check the tune against the ABC standard, or upload it as MIDI or MusicXML."
+        ) from error
 
 
 # --- Piece → ABC -------------------------------------------------------------------------------------------------

@@ -33,6 +33,8 @@ pretty_midi = import_quietly("pretty_midi")
 TICKS_PER_BEAT = 480  # resolution of the files we write, and the grid (1/480 beat) every reader snaps to
 MAX_NOTES = 20_000  # larger pieces are refused: no melody upload needs them and they slow every page
 MAX_PARTS = 64
+MAX_PIECE_BEATS = 50_000  # ~7 hours at 120 bpm; beyond that a file is damaged (a note of millions of beats)
+MAX_BAR_BEATS = 64  # a bar of more beats is refused: music21 needs ~6 s for one bar of 500 beats, 96 s at 2,000
 MIN_TEMPO_BPM, MAX_TEMPO_BPM = 10.0, 400.0  # the range `Piece` accepts; file tempi are clamped into it
 DRUM_CHANNEL = 9  # General MIDI channel 10, counted from 0
 MIDI_CLOCKS_PER_QUARTER = 24  # the time-signature event's metronome unit
@@ -67,6 +69,15 @@ def check_size(part_count: int, note_count: int) -> None:
         raise FormatError(f"This file has {part_count} parts; MuseGen reads at most {MAX_PARTS}.")
     if note_count > MAX_NOTES:
         raise FormatError(f"This file has {note_count:,} notes; MuseGen reads at most {MAX_NOTES:,}.")
+
+
+def check_length(piece: Piece) -> None:
+    """Refuse a piece longer than `MAX_PIECE_BEATS` (damaged or hostile: one note can claim millions of beats)."""
+    if piece.end_beats > MAX_PIECE_BEATS:
+        raise FormatError(
+            f"This file's music lasts {piece.end_beats:,.0f} beats; MuseGen reads pieces of at most "
+            f"{MAX_PIECE_BEATS:,} beats, so the file is probably damaged. Export it again, or upload a shorter excerpt."
+        )
 
 
 # --- MIDI → Piece -----------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import io
+import logging
 import re
 import xml.etree.ElementTree as ET
 import zipfile
@@ -22,13 +23,14 @@ from pathlib import PurePosixPath
 from music21.musicxml import m21ToXml, xmlToM21
 
 from musegen_core.errors import FormatError
-from musegen_core.formats.midi import MAX_NOTES
+from musegen_core.formats.midi import MAX_BAR_BEATS, MAX_NOTES
 from musegen_core.formats.score import piece_to_stream, stream_to_piece
 from musegen_core.music import Piece
 
 MAX_ARCHIVE_MEMBERS = 100
 MAX_UNCOMPRESSED_BYTES = 20 * 1024 * 1024  # total of all members of a .mxl archive
 MAX_COMPRESSION_RATIO = 200  # MusicXML compresses ~10-50x; far beyond that is a zip bomb
+MAX_KEY_FIFTHS = 12  # music21 builds a key signature's accidentals one by one: 10**26 sharps never ends
 _ZIP_MAGIC = b"PK\x03\x04"
 _ENTITY_MARKERS = tuple("<!ENTITY".encode(codec) for codec in ("utf-8", "utf-16-le", "utf-16-be"))
 _UPLOAD_HINT = "Export the score again as MusicXML (.musicxml or .mxl) from your notation program."
@@ -36,30 +38,54 @@ MXL_MIMETYPE = "application/vnd.recordare.musicxml"
 MUSICXML_MIMETYPE = "application/vnd.recordare.musicxml+xml"
 _MXL_SCORE = "score.musicxml"
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed member timestamps: the same piece always gives the same bytes
+log = logging.getLogger("musegen.formats")
 
 
 def musicxml_to_piece(data: bytes) -> Piece:
     """Read MusicXML bytes (plain XML or a `.mxl` zip) into a `Piece`.
 
     Raises:
-        FormatError: unsafe archive or XML, malformed XML, not MusicXML, more than `MAX_NOTES` <note> elements
-            (checked before parsing: music21 needs ~10 s for 20,000), or a file music21 cannot import.
+        FormatError: unsafe archive or XML, malformed XML, not MusicXML, beyond `_check_sizes`' limits (checked
+            before music21 parses anything), or a file music21 cannot import.
     """
     root = parse_musicxml_root(musicxml_bytes(data))
-    note_elements = sum(1 for _ in root.iter("note"))  # rests included; music21 needs ~10 s for 20,000
-    if note_elements > MAX_NOTES:
-        raise FormatError(
-            f"This MusicXML file has {note_elements:,} notes and rests; MuseGen reads at most {MAX_NOTES:,}."
-        )
+    _check_sizes(root)
     importer = xmlToM21.MusicXMLImporter()
     try:
         importer.xmlRootToScore(root, importer.stream)
         return stream_to_piece(importer.stream)
     except FormatError:
         raise
-    except Exception as error:  # boundary: music21 raises several exception types on odd MusicXML
-        reason = " ".join(str(error).split())[:120] or type(error).__name__
-        raise FormatError(f"music21 could not read this MusicXML file ({reason}). {_UPLOAD_HINT}") from error
+    except Exception as error:  # boundary: music21 raises several exception types on odd MusicXML (details logged)
+        log.info("music21 could not read a MusicXML file", exc_info=True)
+        raise FormatError(
+            f"music21 could not read this MusicXML file: its content does not follow the MusicXML standard. "
+            f"{_UPLOAD_HINT}"
+        ) from error
+
+
+def _check_sizes(root: ET.Element) -> None:
+    """Refuse, before music21 sees them, what it takes minutes or forever on: more than `MAX_NOTES` <note>
+    elements (rests included; ~10 s for 20,000), a bar of more than `MAX_BAR_BEATS` beats (96 s for one of 2,000),
+    a key signature of more than `MAX_KEY_FIFTHS` sharps or flats."""
+    note_elements = sum(1 for _ in root.iter("note"))
+    if note_elements > MAX_NOTES:
+        raise FormatError(
+            f"This MusicXML file has {note_elements:,} notes and rests; MuseGen reads at most {MAX_NOTES:,}."
+        )
+    for beats in root.iter("beats"):
+        if sum(int(number) for number in re.findall(r"\d{1,6}", beats.text or "")) > MAX_BAR_BEATS:
+            raise FormatError(
+                f"This MusicXML file has a time signature of more than {MAX_BAR_BEATS} beats a bar, which MuseGen "
+                f"does not read. {_UPLOAD_HINT}"
+            )
+    for fifths in root.iter("fifths"):
+        text = (fifths.text or "0").strip()
+        if not re.fullmatch(r"[-+]?\d{1,2}", text) or abs(int(text)) > MAX_KEY_FIFTHS:
+            raise FormatError(
+                f"This MusicXML file has a key signature of {text[:20]!r} sharps or flats; MuseGen reads at most "
+                f"{MAX_KEY_FIFTHS}. {_UPLOAD_HINT}"
+            )
 
 
 def piece_to_musicxml(piece: Piece) -> bytes:
@@ -153,15 +179,23 @@ def _read_mxl(data: bytes) -> bytes:
     """The root MusicXML file of a `.mxl` archive, after checking the archive is safe to decompress."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, OSError) as error:
-        raise FormatError(f"This .mxl file is not a valid zip archive ({error}). {_UPLOAD_HINT}") from error
+    except Exception as error:  # boundary: BadZipFile, OSError, UnicodeDecodeError (a member name), ...
+        log.info("opening a .mxl archive failed", exc_info=True)
+        raise FormatError(f"This .mxl file is not a valid zip archive. {_UPLOAD_HINT}") from error
     with archive:
         _check_archive(archive.infolist())
-        name = _rootfile_name(archive)
-        try:
-            return archive.read(name)
-        except Exception as error:  # boundary: zipfile raises BadZipFile, zlib.error, EOFError on damaged members
-            raise FormatError(f"This .mxl archive is damaged ({error}). {_UPLOAD_HINT}") from error
+        return _member(archive, _rootfile_name(archive))
+
+
+def _member(archive: zipfile.ZipFile, name: str) -> bytes:
+    """One member's bytes, or a `FormatError` when it cannot be unpacked."""
+    try:
+        return archive.read(name)
+    except Exception as error:  # boundary: BadZipFile, zlib.error, EOFError, NotImplementedError (method), RuntimeError
+        log.info("unpacking %r from a .mxl archive failed", name, exc_info=True)
+        raise FormatError(
+            f"This .mxl archive is damaged or encrypted: its file {name[:80]!r} cannot be unpacked. {_UPLOAD_HINT}"
+        ) from error
 
 
 def _check_archive(members: list[zipfile.ZipInfo]) -> None:
@@ -191,7 +225,7 @@ def _rootfile_name(archive: zipfile.ZipFile) -> str:
     names = archive.namelist()
     if "META-INF/container.xml" in names:
         try:
-            container = _container_rootfiles(archive.read("META-INF/container.xml"))
+            container = _container_rootfiles(_member(archive, "META-INF/container.xml"))
         except FormatError:
             container = []
         for path in container:
