@@ -3,7 +3,8 @@
 Starts `streamlit run app.py` (a fresh SQLite store in a temporary folder) and drives `--sessions` real browser
 sessions (Playwright contexts in one Debian Chromium, never `playwright install`) for `--minutes`. Each session uploads
 its own melody (a different length per session, so its note count identifies it), then loops: a new seed, Generate
-an 8-bar take (the default), give it stars, Save rating. Measured:
+an 8-bar take (the default), listen (`--think-seconds`, 10 s on average: an 8-bar take at 100 bpm lasts 19 s), give
+it stars, Save rating, pause again. `--think-seconds 0` is a stress test instead of a class. Measured:
 
 - rating submit: click on "Save rating" → the "rating #… saved" line is on screen (p50/p95/max, ms; target p95 < 300);
 - generate: click on "Generate" → the take's heading is on screen (p50/p95);
@@ -30,6 +31,7 @@ import asyncio
 import datetime
 import json
 import os
+import random
 import socket
 import statistics
 import subprocess
@@ -95,8 +97,10 @@ def rss_mb(pid: int) -> float:
 class Session:
     """One student: their own melody file, and the latencies they saw."""
 
-    def __init__(self, number: int, folder: Path) -> None:
+    def __init__(self, number: int, folder: Path, think_s: float = 0.0) -> None:
         self.number = number
+        self.think_s = think_s
+        self.random = random.Random(number)
         self.notes = 12 + number  # unique per session
         self.file = folder / f"student-{number:02d}.mid"
         self.file.write_bytes(piece_to_midi(melody(self.notes)))
@@ -123,12 +127,19 @@ class Session:
         self.generates.append((time.perf_counter() - started) * 1000)
         if not await page.get_by_text(f"{self.notes} notes").count():
             self.leaks += 1
+        await self.think()  # listens to the take before rating it
         stars = page.locator("[data-testid='stFeedback'] button, [data-testid='stButtonGroup'] button")
         await stars.nth(3).click()
         started = time.perf_counter()
         await page.get_by_role("button", name="Save rating").click()
         await page.get_by_text("saved.").first.wait_for()
         self.submits.append((time.time(), (time.perf_counter() - started) * 1000))
+        await self.think()  # changes a control or two before the next take
+
+    async def think(self) -> None:
+        """A student's pause: `think_s` on average (uniformly 0.5–1.5 times it), none when it is 0."""
+        if self.think_s:
+            await asyncio.sleep(self.think_s * self.random.uniform(0.5, 1.5))
 
     async def run(self, context, url: str, until: float) -> None:
         try:
@@ -168,7 +179,7 @@ def percentiles(values: list[float]) -> dict:
 async def drive(args: argparse.Namespace, url: str, folder: Path, server_pid: int) -> dict:
     from playwright.async_api import async_playwright
 
-    sessions = [Session(i, folder) for i in range(args.sessions)]
+    sessions = [Session(i, folder, args.think_seconds) for i in range(args.sessions)]
     memory = {"before_mb": rss_mb(server_pid)}
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
@@ -264,6 +275,13 @@ def main(argv: list[str] | None = None) -> int:
         help="run the browser at this niceness (0: compete with the server as equals; default 19: as if on "
         "the students' own machines)",
     )
+    parser.add_argument(
+        "--think-seconds",
+        type=float,
+        default=10.0,
+        help="a student's average pause after a take (listening) and after a rating (default 10; 0: a stress test, "
+        "every session clicking as fast as the page answers)",
+    )
     parser.add_argument("--json", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     started = time.perf_counter()
@@ -279,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     result["created"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     result["minutes"] = args.minutes
     result["browser_nice"] = args.browser_nice
+    result["think_seconds"] = args.think_seconds
     result["seconds"] = round(time.perf_counter() - started, 1)
     result["cpus"] = os.cpu_count()
     print(markdown(result))

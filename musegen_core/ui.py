@@ -26,8 +26,10 @@ from musegen_core.controls import Controls, controls_from_strings, key_of
 from musegen_core.errors import MusegenError, StoreError
 from musegen_core.feedback import FeedbackStore
 from musegen_core.feedback.store import check_rater, default_db_url, is_anonymous_rater, new_anonymous_rater_id
-from musegen_core.formats import MusicFile, default_melody_part, describe_part
-from musegen_core.gallery import Gallery, make_gallery
+from musegen_core.formats import UPLOAD_EXTENSIONS, MusicFile, default_melody_part, describe_part, piece_to_midi
+from musegen_core.formats.abc import AbcTune
+from musegen_core.formats.typed import MAX_TYPED_CHARS, SYNTAX_HELP, Syntax, parse_typed
+from musegen_core.gallery import BUILTIN_FILE, Gallery, builtin_data, make_gallery
 from musegen_core.models.registry import ModelInfo, list_models, load_model, promoted
 from musegen_core.music import Piece
 from musegen_core.render.analysis_plots import analysis_figure
@@ -38,6 +40,9 @@ from musegen_core.studio import Download, LatentTakes, Take, downloads, takes_ar
 from musegen_core.workers import load_untrusted, open_untrusted
 
 log = logging.getLogger("musegen.ui")
+UPLOAD, TYPE, BUILT_IN = "Upload a file", "Type it", "Built-in tunes"
+TYPED_FILE = "typed melody.mid"
+TYPED_SYNTAXES: dict[str, Syntax] = {"Recognise it": "auto", "Note names": "notes", "ABC": "abc"}
 
 
 def feedback_store() -> FeedbackStore:
@@ -80,6 +85,45 @@ def gallery(
     return make_gallery(
         model(model_name), load_tune(data, filename, tune_index), part_index=part_index, bars=bars, seed=seed
     )
+
+
+def melody_source(default: str = UPLOAD, key: str = "a") -> tuple[bytes, str] | None:
+    """Where the melody comes from — an uploaded file, typed text or the built-in tunes — as (file bytes, file name)
+    for `choose_melody`; None until there is one. `key` keeps two pickers on one page apart.
+
+    Raises:
+        FormatError: the typed text cannot be read (the message names the bad token).
+    """
+    sources = [UPLOAD, TYPE, BUILT_IN]
+    source = st.radio("Melody", sources, index=sources.index(default), horizontal=True, key=f"source-{key}")
+    if source == BUILT_IN:
+        return builtin_data(), BUILTIN_FILE
+    if source == TYPE:
+        return _typed_melody(key)
+    upload = st.file_uploader("Melody file (MIDI, MusicXML, ABC)", type=list(UPLOAD_EXTENSIONS), key=f"upload-{key}")
+    return None if upload is None else (upload.getvalue(), upload.name)
+
+
+def _typed_melody(key: str) -> tuple[bytes, str] | None:
+    text = st.text_area(
+        "Type a melody",
+        placeholder="C4q D4q E4q C4q | E4q F4q G4h   or ABC:   DEFG ABcd | e2 d2",
+        max_chars=MAX_TYPED_CHARS,
+        key=f"typed-{key}",
+    )
+    syntax = st.radio("Read it as", list(TYPED_SYNTAXES), horizontal=True, key=f"syntax-{key}")
+    st.caption(SYNTAX_HELP)
+    return (typed_midi(text, TYPED_SYNTAXES[syntax]), TYPED_FILE) if text.strip() else None
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def typed_midi(text: str, syntax: Syntax) -> bytes:
+    """A typed melody as MIDI bytes, which the upload path then reads like any file (ABC is parsed in a worker)."""
+    return piece_to_midi(parse_typed(text, syntax, read_abc=_abc_in_worker))
+
+
+def _abc_in_worker(tune: AbcTune) -> Piece:
+    return load_untrusted(tune.text.encode("utf-8"), "typed.abc")
 
 
 def choose_melody(data: bytes, name: str, key: str = "a") -> tuple[Piece, int, int]:

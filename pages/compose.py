@@ -311,17 +311,17 @@ def saved_message(rating_id: int) -> str:
 st.title("Compose")
 ui.page_sidebar()  # the rater and the admin unlock, when app.py has not drawn them
 state = ui.compose_state()
-upload = st.file_uploader("Melody file (MIDI, MusicXML, ABC)", type=list(UPLOAD_EXTENSIONS))
-if upload is None:
-    st.info("Upload a melody to begin: a .mid, .musicxml/.xml/.mxl or .abc file.")
 with ui.user_errors():
-    if upload is not None:
-        data = upload.getvalue()
-        piece, tune, part = ui.choose_melody(data, upload.name)
-        state.prime = uploaded_prime(piece, upload.name, part_index=part, tune_index=tune)  # for Compare & Rate
+    melody = ui.melody_source()
+    if melody is None:
+        st.info("Upload a melody to begin (.mid, .musicxml/.xml/.mxl or .abc), or type one, or pick a built-in tune.")
+    else:
+        data, name = melody
+        piece, tune, part = ui.choose_melody(data, name)
+        state.prime = uploaded_prime(piece, name, part_index=part, tune_index=tune)  # for Compare & Rate
         show_prime(piece, part)
-        mode = generate_controls(state, piece, upload.name, tune, part)
-        source = (upload.name, tune, part)
+        mode = generate_controls(state, piece, name, tune, part)
+        source = (name, tune, part)
         if mode == CONTINUE and state.take is not None and state.take.source == source:
             show_take(state)
             compare_takes(state, source)

@@ -8,30 +8,23 @@ import html
 import streamlit as st
 
 from musegen_core import ui
-from musegen_core.formats import UPLOAD_EXTENSIONS
-from musegen_core.gallery import BUILTIN_FILE, Gallery, builtin_data
+from musegen_core.gallery import Gallery
 from musegen_core.render.pianoroll import PRIME_COLOR, SET_COLORS, RollLayer, piano_roll
 from musegen_core.studio import describe_piece
 
-BUILT_IN, UPLOAD = "Built-in tune", "Your own file"
 STYLE_COLORS = SET_COLORS[1:]  # the input melody keeps PRIME_COLOR (blue) in every roll
 ROLL_HEIGHT = 280
 MAX_SEED = 2**31 - 1
 
 
 def choose_source() -> tuple[bytes, str, int, int] | None:
-    """Melody pickers; returns (file bytes, file name, tune index, part index), or None while nothing is uploaded."""
-    source = st.radio("Melody", [BUILT_IN, UPLOAD], horizontal=True)
-    if source == BUILT_IN:
-        data, name = builtin_data(), BUILTIN_FILE
-    else:
-        upload = st.file_uploader("Melody file (MIDI, MusicXML, ABC)", type=list(UPLOAD_EXTENSIONS))
-        if upload is None:
-            st.info("Upload a .mid, .musicxml/.xml/.mxl or .abc file, or pick a built-in tune.")
-            return None
-        data, name = upload.getvalue(), upload.name
-    _, tune, part = ui.choose_melody(data, name)
-    return data, name, tune, part
+    """Melody pickers; returns (file bytes, file name, tune index, part index), or None while there is no melody."""
+    melody = ui.melody_source(default=ui.BUILT_IN)
+    if melody is None:
+        st.info("Upload a .mid, .musicxml/.xml/.mxl or .abc file, type a melody, or pick a built-in tune.")
+        return None
+    _, tune, part = ui.choose_melody(*melody)
+    return *melody, tune, part
 
 
 def show_gallery(gallery: Gallery) -> None:

@@ -273,3 +273,27 @@ def test_several_takes_are_compared_in_one_roll_one_player_and_one_zip(app: AppT
     _labelled(app.toggle, "Overlay in one roll").set_value(False).run()
     assert not app.exception and len(app.get("plotly_chart")) == overlaid  # the same roll, now one panel per take
     assert len(app.get("audio")) == 4  # prime; the take twice; the chosen takes one after another
+
+
+def test_a_typed_melody_is_shown_and_continued(app: AppTest) -> None:
+    _labelled(app.radio, "Melody").set_value("Type it").run()
+    _labelled(app.text_area, "Type a melody").input("tempo=90 C4q D4q E4q C4q | E4q F4q G4h").run()
+    assert not app.exception and not app.error
+    assert any("7 notes" in element.value for element in [*app.markdown, *app.caption])
+    assert len(app.get("plotly_chart")) == 1 and len(app.get("audio")) == 1
+    _labelled(app.slider, "Bars to add").set_value(2)
+    _button(app, "Generate").click().run()
+    assert not app.exception and not app.error and len(app.get("audio")) == 3
+
+
+def test_a_typing_mistake_is_pointed_at(app: AppTest) -> None:
+    _labelled(app.radio, "Melody").set_value("Type it").run()
+    _labelled(app.text_area, "Type a melody").input("C4q D4q H4q").run()
+    assert not app.exception
+    assert 'Cannot read "H4q" (token 3, column 9)' in app.error[0].value
+
+
+def test_a_built_in_tune_is_one_click_away(app: AppTest) -> None:
+    _labelled(app.radio, "Melody").set_value("Built-in tunes").run()
+    assert not app.exception and not app.error
+    assert len(_labelled(app.selectbox, "Tune").options) > 1 and len(app.get("audio")) == 1

@@ -25,6 +25,7 @@ from musegen_core.formats import (
     open_music_file,
     piece_to_midi,
 )
+from musegen_core.formats import abc as abc_module
 from musegen_core.formats.midi import snap_beats
 from musegen_core.music import Key, Note, Part, Piece, TimeSignature
 
@@ -359,6 +360,51 @@ def test_xml_declaring_entities_is_refused_before_parsing() -> None:
     utf16 = (DATA / "corrupted" / "entity.xml").read_text().replace("UTF-8", "UTF-16").encode("utf-16")
     with pytest.raises(FormatError, match="ENTITY"):
         load_piece(utf16, "entity.musicxml")
+
+
+def _timewise(parts: str) -> bytes:
+    measure = f'<measure number="1">{parts}</measure>'
+    return f'<?xml version="1.0"?><score-timewise><part-list/>{measure}</score-timewise>'.encode()
+
+
+@pytest.mark.parametrize(
+    ("xml", "message"),
+    [
+        (_timewise("<part id='P'>" * 5000 + "</part>" * 5000), "nests its elements more than 64 levels"),
+        (_timewise("".join(f"<part id='P{i}'/>" for i in range(65))), "65 parts; MuseGen reads at most 64"),
+        (b'<?xml version="1.0" encoding="x-no-such"?><score-partwise/>', "text encoding MuseGen cannot read"),
+    ],
+    ids=["deeply nested", "too many parts", "unknown encoding"],
+)
+def test_xml_that_would_take_music21_minutes_is_refused_at_once(xml: bytes, message: str) -> None:
+    started = time.perf_counter()
+    with pytest.raises(FormatError, match=message):
+        load_piece(xml, "score.musicxml")
+    assert time.perf_counter() - started < 1.0
+
+
+def test_abc_reading_skips_music21s_rebarring_without_changing_a_note() -> None:
+    """music21's `reBar` (replaced by `formats.abc._no_rebar`: it hung on fuzzed tunes) only moves bar lines."""
+    from music21.abcFormat import translate
+
+    text = (DATA / "three_tunes.abc").read_bytes()
+    ours = [load_piece(text, "t.abc", index) for index in range(3)]
+    translate.reBar, stand_in = abc_module._MUSIC21_REBAR, translate.reBar
+    try:
+        music21s = [load_piece(text, "t.abc", index) for index in range(3)]
+    finally:
+        translate.reBar = stand_in
+    assert ours == music21s and stand_in is abc_module._no_rebar
+
+
+def test_an_abc_tune_without_meter_or_unit_length_reads_in_eighths() -> None:
+    piece = load_piece(b"X:1\nT:Bare\nK:G\nGAB d2|\n", "bare.abc")
+    assert [(n.pitch, n.start_beats, n.duration_beats) for n in piece.parts[0].notes] == [
+        (67, 0.0, 0.5),
+        (69, 0.5, 0.5),
+        (71, 1.0, 0.5),
+        (74, 1.5, 1.0),
+    ]
 
 
 def test_content_wins_over_a_wrong_extension() -> None:

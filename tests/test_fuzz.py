@@ -38,7 +38,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from upload_harness import FAILURES, Hang, Outcome, describe_crash, run_upload, time_limit, where
+from upload_harness import FAILURES, PYTHON_INTERNALS, Hang, Outcome, describe_crash, run_upload, time_limit, where
 
 from musegen_core.controls import MOODS, SCALES, Controls, controls_from_strings
 from musegen_core.errors import ControlError
@@ -77,7 +77,8 @@ class Problem(NamedTuple):
 
 
 def upload_problem(upload: Upload) -> Problem | None:
-    """None when the upload path loads valid pieces or refuses with a one-line message in time; else the problem."""
+    """None when the upload path loads valid pieces or refuses in time with a one-line message free of Python text
+    (exception names, "list index out of range", ...); else the problem."""
     return outcome_problem(run_upload(upload.data, upload.name))
 
 
@@ -88,6 +89,9 @@ def outcome_problem(outcome: Outcome) -> Problem | None:
     for message in outcome.messages:
         if not message.strip() or "\n" in message:
             return Problem("bad message", "empty or several lines", repr(message))
+        leak = PYTHON_INTERNALS.search(message)
+        if leak:
+            return Problem("bad message", f"Python text {leak.group(0)!r}", repr(message))
     for piece in outcome.pieces:
         problem = piece_problem(piece)
         if problem:

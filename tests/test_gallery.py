@@ -246,7 +246,7 @@ def test_the_page_switches_tune_model_and_seed(page: AppTest) -> None:
 
 @needs_shipped
 def test_the_page_takes_an_upload(page: AppTest) -> None:
-    next(r for r in page.radio if r.label == "Melody").set_value("Your own file").run()
+    next(r for r in page.radio if r.label == "Melody").set_value("Upload a file").run()
     assert "Upload" in page.info[0].value and not page.get("plotly_chart")
     notes = tuple(Note(p, i * 0.5, 0.5) for i, p in enumerate([67, 69, 71, 72, 74, 72, 71, 69]))
     midi = piece_to_midi(Piece((Part("Flute", notes, program=73),), 100, TimeSignature(2, 4)))

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from music21 import stream
+from music21.abcFormat import translate
 from music21.converter import subConverters
 
 from musegen_core.errors import FormatError
@@ -48,12 +49,28 @@ _NOT_NOTE_LETTERS = re.compile(r'"[^"]*"|![^!]*!|\+[^+\s]*\+|%.*$')  # annotatio
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 MAX_TITLE_CHARS = 100
 _METER_FIELD = re.compile(r"^M:\s*([\d+() ]+)/\s*(\d+)", re.MULTILINE)  # header M: lines (inline ones are fast)
+_UNIT_FIELD = re.compile(r"^L:\s*(\d+)\s*/\s*(\d+)", re.MULTILINE | re.ASCII)
+_LONG_LENGTH = re.compile(r"[A-Ga-gzx][,']*/*\d{4,}", re.ASCII)  # a note or rest of 1,000+ units (not Z: bars)
+_UNIT_LENGTHS = {f"1/{2**n}" for n in range(8)}  # L:1/1 … L:1/128, what the ABC standard allows
 _ABC_HINT = "An ABC tune needs an X: line and a K: (key) line before its notes."
 _NOTE_LENGTHS = (32, 24, 16, 12, 8, 6, 4, 3, 2, 1)  # in 16ths (L:1/16): the lengths one plain or dotted note shows
 _ACCIDENTAL_SIGNS = {-2: "__", -1: "_", 0: "=", 1: "^", 2: "^^"}
 _BARS_PER_LINE = 4
 _WRITE_HINT = "Export MIDI or MusicXML instead, which keep it."
 log = logging.getLogger("musegen.formats")
+
+
+def _no_rebar(part: stream.Part, *, inPlace: bool = False) -> None:
+    """Stands in for music21's `abcFormat.translate.reBar`, which re-splits over-full bars after an ABC import.
+
+    It only moves bar lines, never notes (400 random tunes of music21's ABC corpus read to identical pieces with and
+    without it), but on odd meters and lengths it runs for minutes or exhausts memory: every ABC hang fuzzing found
+    (bench/fuzz.py) was inside it. Replaced once, for this process, when this module is imported.
+    """
+
+
+_MUSIC21_REBAR = translate.reBar  # music21's own, to restore or compare with
+translate.reBar = _no_rebar
 
 
 @dataclass(frozen=True)
@@ -126,8 +143,35 @@ def approximate_note_count(text: str) -> int:
     return count
 
 
+def _check_lengths(tune: AbcTune) -> None:
+    """Refuse what makes music21's meter code run for minutes or out of memory: a header meter of more than
+    `MAX_BAR_BEATS` beats a bar (`M:4000/4`), a unit note length the ABC standard does not allow (`L:1/3`), a note or
+    rest of 1,000 units or more (`z99999999`)."""
+    for numerator, denominator in _UNIT_FIELD.findall(tune.text):
+        if f"{numerator.lstrip('0')}/{denominator.lstrip('0')}" not in _UNIT_LENGTHS:
+            raise FormatError(
+                f"The ABC tune {tune.title!r} has the unit note length L:{numerator[:6]}/{denominator[:6]}; ABC allows "
+                "L:1/1, 1/2, 1/4 … 1/128. Fix the L: line, or upload the tune as MIDI or MusicXML."
+            )
+    music = "\n".join(line for line in tune.text.splitlines() if not _FIELD_OR_DIRECTIVE.match(line))
+    if _LONG_LENGTH.search(_NOT_NOTE_LETTERS.sub("", music)):
+        raise FormatError(
+            f"The ABC tune {tune.title!r} has a note or rest 1,000 or more times its unit length. Fix the tune, or "
+            "upload it as MIDI or MusicXML."
+        )
+    _check_meters(tune)
+
+
+def _with_unit_length(text: str) -> str:
+    """`text` with `L:1/8` before its `K:` line when it has neither an `L:` nor an `M:` field: the ABC standard's
+    default unit length then, which music21 does not apply (it fails on such a tune)."""
+    if re.search(r"^[LM]:", text, re.MULTILINE):
+        return text
+    return re.sub(r"^K:", "L:1/8\nK:", text, count=1, flags=re.MULTILINE)
+
+
 def _check_meters(tune: AbcTune) -> None:
-    """Refuse a header meter of more than `MAX_BAR_BEATS` beats a bar (music21 hangs on `M:4000/4`)."""
+    """Refuse a header meter of more than `MAX_BAR_BEATS` beats a bar."""
     for numerator, denominator in _METER_FIELD.findall(tune.text):
         beats = sum(int(number) for number in re.findall(r"\d{1,6}", numerator))  # no int() of 5,000 digits
         if beats > MAX_BAR_BEATS or len(denominator) > 3 or int(denominator) > 128:
@@ -141,7 +185,7 @@ def abc_tune_to_piece(tune: AbcTune) -> Piece:
     """Parse one tune with music21 into a `Piece` (pickup, meter, key and tempo from the tune's header).
 
     Raises:
-        FormatError: the tune is longer than `MAX_ABC_NOTES`, its meter longer than `MAX_BAR_BEATS`, or music21
+        FormatError: the tune is longer than `MAX_ABC_NOTES`, has lengths `_check_lengths` refuses, or music21
             cannot parse it.
     """
     notes = approximate_note_count(tune.text)
@@ -150,10 +194,10 @@ def abc_tune_to_piece(tune: AbcTune) -> Piece:
             f"The ABC tune {tune.title!r} has about {notes:,} notes and rests; MuseGen reads ABC tunes of at most "
             f"{MAX_ABC_NOTES:,} notes (longer ones import very slowly). Upload it as MIDI or MusicXML instead."
         )
-    _check_meters(tune)
+    _check_lengths(tune)
     converter = subConverters.ConverterABC()
     try:
-        converter.parseData(tune.text)
+        converter.parseData(_with_unit_length(tune.text))
         parsed = converter.stream
         if isinstance(parsed, stream.Opus):  # a tune with an X: line comes back wrapped in an Opus
             parsed = parsed.scores.first() or stream.Score()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import math
 import re
 import struct
@@ -39,6 +40,7 @@ MIN_TEMPO_BPM, MAX_TEMPO_BPM = 10.0, 400.0  # the range `Piece` accepts; file te
 DRUM_CHANNEL = 9  # General MIDI channel 10, counted from 0
 MIDI_CLOCKS_PER_QUARTER = 24  # the time-signature event's metronome unit
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+log = logging.getLogger("musegen.formats")
 
 
 # --- rules shared by every reader -------------------------------------------------------------------------------
@@ -229,12 +231,17 @@ def _encode_text(text: str) -> str:
 
 
 def _reason(error: Exception) -> str:
-    """A library exception as a short single-line phrase for people (an exception without a message, such as the
-    EOFError of a file that ends early, becomes "it ends too early" rather than a Python class name)."""
+    """A library exception as a short single-line phrase for people: mido's own messages about the MIDI data (a
+    ValueError or OSError such as "undefined status byte 0xf4") are kept; a file that ends early is "it ends too early";
+    anything else (an IndexError or ZeroDivisionError deep in pretty_midi) says nothing a musician could use, so it
+    becomes "its data does not follow the MIDI format" and its text goes to the log."""
     text = " ".join(str(error).split())
-    if text:
+    if isinstance(error, EOFError):
+        return "it ends too early"
+    if text and type(error) in (ValueError, OSError):
         return text[:120]
-    return "it ends too early" if isinstance(error, EOFError) else "its data does not follow the MIDI format"
+    log.info("unreadable MIDI data", exc_info=error)
+    return "its data does not follow the MIDI format"
 
 
 # --- Piece → MIDI -----------------------------------------------------------------------------------------------

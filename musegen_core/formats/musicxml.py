@@ -23,13 +23,14 @@ from pathlib import PurePosixPath
 from music21.musicxml import m21ToXml, xmlToM21
 
 from musegen_core.errors import FormatError
-from musegen_core.formats.midi import MAX_BAR_BEATS, MAX_NOTES
+from musegen_core.formats.midi import MAX_BAR_BEATS, MAX_NOTES, MAX_PARTS
 from musegen_core.formats.score import piece_to_stream, stream_to_piece
 from musegen_core.music import Piece
 
 MAX_ARCHIVE_MEMBERS = 100
 MAX_UNCOMPRESSED_BYTES = 20 * 1024 * 1024  # total of all members of a .mxl archive
 MAX_COMPRESSION_RATIO = 200  # MusicXML compresses ~10-50x; far beyond that is a zip bomb
+MAX_XML_DEPTH = 64
 MAX_KEY_FIFTHS = 12  # music21 builds a key signature's accidentals one by one: 10**26 sharps never ends
 _ZIP_MAGIC = b"PK\x03\x04"
 _ENTITY_MARKERS = tuple("<!ENTITY".encode(codec) for codec in ("utf-8", "utf-16-le", "utf-16-be"))
@@ -65,9 +66,12 @@ def musicxml_to_piece(data: bytes) -> Piece:
 
 
 def _check_sizes(root: ET.Element) -> None:
-    """Refuse, before music21 sees them, what it takes minutes or forever on: more than `MAX_NOTES` <note>
-    elements (rests included; ~10 s for 20,000), a bar of more than `MAX_BAR_BEATS` beats (96 s for one of 2,000),
-    a key signature of more than `MAX_KEY_FIFTHS` sharps or flats."""
+    """Refuse, before music21 sees them, what it takes minutes or forever on: more than `MAX_PARTS` parts or
+    `MAX_NOTES` <note> elements (rests included; ~10 s for 20,000), a bar of more than `MAX_BAR_BEATS` beats (96 s for
+    one of 2,000), a key signature of more than `MAX_KEY_FIFTHS` sharps or flats."""
+    parts = len(root.findall("part"))
+    if parts > MAX_PARTS:
+        raise FormatError(f"This MusicXML file has {parts} parts; MuseGen reads at most {MAX_PARTS}.")
     note_elements = sum(1 for _ in root.iter("note"))
     if note_elements > MAX_NOTES:
         raise FormatError(
@@ -147,14 +151,7 @@ def musicxml_title(xml: bytes) -> str:
 
 def parse_musicxml_root(xml: bytes) -> ET.Element:
     """Parse XML safely into its root element; a `score-timewise` document is turned into `score-partwise`."""
-    if any(marker in xml for marker in _ENTITY_MARKERS):
-        raise FormatError(
-            "This XML file declares entities (<!ENTITY>), which MuseGen refuses for safety. " + _UPLOAD_HINT
-        )
-    try:
-        root = ET.fromstring(xml)
-    except ET.ParseError as error:
-        raise FormatError(f"This file is not well-formed XML ({error}). {_UPLOAD_HINT}") from error
+    root = _parse_xml(xml, "This XML file")
     if root.tag == "score-timewise":
         root = _timewise_to_partwise(root)
     if root.tag != "score-partwise":
@@ -162,13 +159,38 @@ def parse_musicxml_root(xml: bytes) -> ET.Element:
     return root
 
 
+def _parse_xml(xml: bytes, what: str) -> ET.Element:
+    """`xml`'s root element, refusing entity declarations, malformed XML, unknown encodings and nesting deeper than
+    `MAX_XML_DEPTH` (MusicXML needs about 8 levels; thousands would make every later walk of the tree slow)."""
+    if any(marker in xml for marker in _ENTITY_MARKERS):
+        raise FormatError(f"{what} declares entities (<!ENTITY>), which MuseGen refuses for safety. {_UPLOAD_HINT}")
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError as error:
+        raise FormatError(f"{what} is not well-formed XML ({error}). {_UPLOAD_HINT}") from error
+    except (LookupError, ValueError) as error:  # an encoding Python does not know, or cannot parse with expat
+        raise FormatError(f"{what} declares a text encoding MuseGen cannot read. {_UPLOAD_HINT}") from error
+    if _depth(root) > MAX_XML_DEPTH:
+        raise FormatError(f"{what} nests its elements more than {MAX_XML_DEPTH} levels deep. {_UPLOAD_HINT}")
+    return root
+
+
+def _depth(root: ET.Element) -> int:
+    """How many levels of elements `root` holds (itself included), without recursion."""
+    deepest, level = 0, [root]
+    while level:
+        deepest += 1
+        level = [child for element in level for child in element]
+    return deepest
+
+
 def _timewise_to_partwise(root: ET.Element) -> ET.Element:
     """Regroup measure → part into part → measure (what the MusicXML spec's XSLT does)."""
     partwise = ET.Element("score-partwise", root.attrib)
     partwise.extend(child for child in root if child.tag != "measure")
     parts: dict[str | None, ET.Element] = {}
-    for measure in root.iter("measure"):
-        for part in measure.iter("part"):
+    for measure in root.findall("measure"):
+        for part in measure.findall("part"):
             if part.get("id") not in parts:
                 parts[part.get("id")] = ET.SubElement(partwise, "part", part.attrib)
             ET.SubElement(parts[part.get("id")], "measure", measure.attrib).extend(list(part))
@@ -239,12 +261,7 @@ def _rootfile_name(archive: zipfile.ZipFile) -> str:
 
 def _container_rootfiles(xml: bytes) -> list[str]:
     """`full-path`s of the MusicXML rootfiles listed in a `.mxl` container.xml, in order (namespace-agnostic)."""
-    if any(marker in xml for marker in _ENTITY_MARKERS):
-        raise FormatError("This .mxl container.xml declares entities, which MuseGen refuses for safety.")
-    try:
-        root = ET.fromstring(xml)
-    except ET.ParseError as error:
-        raise FormatError(f"This .mxl container.xml is not well-formed XML ({error}).") from error
+    root = _parse_xml(xml, "This .mxl archive's container.xml")
     rootfiles = [e for e in root.iter() if e.tag.rsplit("}", 1)[-1] == "rootfile" and e.get("full-path")]
     musicxml = [e for e in rootfiles if "musicxml" in (e.get("media-type") or "musicxml")]
     return [e.get("full-path", "") for e in musicxml or rootfiles]
