@@ -12,9 +12,10 @@ Static, an `ast` scan (`scan_source`) of musegen_core/, pages/, app.py, bench/ a
   that cache (`test_music21s_parse_data_has_no_cache` keeps that true across music21 upgrades).
 
 Names are resolved through each module's imports, so `model.eval()` or a local variable called `converter` is not
-flagged. MuseGen's upload readers call none of these entry points and need no helper: formats/abc.py parses the
-tune's text with a subconverter (`subConverters.ConverterABC().parseData`), formats/musicxml.py hands music21 an
-ElementTree it parsed itself (`MusicXMLImporter().xmlRootToScore`); neither has a file path to look a cache up by.
+flagged. MuseGen's upload readers call none of these entry points and need no helper: formats/abc.py gives the
+tune's text to music21's ABC tokenizer and translator (`ABCFile().readstr`, `translate.abcToStreamScore`),
+formats/musicxml.py hands music21 an ElementTree it parsed itself (`MusicXMLImporter().xmlRootToScore`); neither has
+a file path to look a cache up by.
 
 Runtime, on the upload path of tests/upload_harness.py with music21's scratch folder pointed at a temporary one:
 no pickle appears there and nothing is unpickled (audit hook), and a pickle planted where music21 would look for

@@ -22,9 +22,8 @@ import re
 from dataclasses import dataclass
 from fractions import Fraction
 
-from music21 import stream
+from music21 import abcFormat, stream
 from music21.abcFormat import translate
-from music21.converter import subConverters
 
 from musegen_core.errors import FormatError
 from musegen_core.formats.midi import MAX_BAR_BEATS
@@ -48,7 +47,6 @@ _FIELD_OR_DIRECTIVE = re.compile(r"^([A-Za-z]:|%%)")
 _NOT_NOTE_LETTERS = re.compile(r'"[^"]*"|![^!]*!|\+[^+\s]*\+|%.*$')  # annotations, decorations, comments
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 MAX_TITLE_CHARS = 100
-_METER_FIELD = re.compile(r"^M:\s*([\d+() ]+)/\s*(\d+)", re.MULTILINE)  # header M: lines (inline ones are fast)
 _UNIT_FIELD = re.compile(r"^L:\s*(\d+)\s*/\s*(\d+)", re.MULTILINE | re.ASCII)
 _LONG_LENGTH = re.compile(r"[A-Ga-gzx][,']*/*\d{4,}", re.ASCII)  # a note or rest of 1,000+ units (not Z: bars)
 _UNIT_LENGTHS = {f"1/{2**n}" for n in range(8)}  # L:1/1 … L:1/128, what the ABC standard allows
@@ -144,9 +142,9 @@ def approximate_note_count(text: str) -> int:
 
 
 def _check_lengths(tune: AbcTune) -> None:
-    """Refuse what makes music21's meter code run for minutes or out of memory: a header meter of more than
-    `MAX_BAR_BEATS` beats a bar (`M:4000/4`), a unit note length the ABC standard does not allow (`L:1/3`), a note or
-    rest of 1,000 units or more (`z99999999`)."""
+    """Refuse, from the text, what makes music21's meter code run for minutes or out of memory: a unit note length the
+    ABC standard does not allow (`L:1/3`), a note or rest of 1,000 units or more (`z99999999`). (Meters are checked on
+    music21's tokens: `_tokens`.)"""
     for numerator, denominator in _UNIT_FIELD.findall(tune.text):
         if f"{numerator.lstrip('0')}/{denominator.lstrip('0')}" not in _UNIT_LENGTHS:
             raise FormatError(
@@ -159,7 +157,6 @@ def _check_lengths(tune: AbcTune) -> None:
             f"The ABC tune {tune.title!r} has a note or rest 1,000 or more times its unit length. Fix the tune, or "
             "upload it as MIDI or MusicXML."
         )
-    _check_meters(tune)
 
 
 def _with_unit_length(text: str) -> str:
@@ -170,15 +167,34 @@ def _with_unit_length(text: str) -> str:
     return re.sub(r"^K:", "L:1/8\nK:", text, count=1, flags=re.MULTILINE)
 
 
-def _check_meters(tune: AbcTune) -> None:
-    """Refuse a header meter of more than `MAX_BAR_BEATS` beats a bar."""
-    for numerator, denominator in _METER_FIELD.findall(tune.text):
-        beats = sum(int(number) for number in re.findall(r"\d{1,6}", numerator))  # no int() of 5,000 digits
-        if beats > MAX_BAR_BEATS or len(denominator) > 3 or int(denominator) > 128:
-            raise FormatError(
-                f"The ABC tune {tune.title!r} has a meter (M: line) of more than {MAX_BAR_BEATS} beats a bar, which "
-                "MuseGen does not read. Fix the M: line, or upload the tune as MIDI or MusicXML."
-            )
+def _tokens(tune: AbcTune) -> abcFormat.ABCHandler:
+    """The tune tokenised by music21, its meters checked between the two steps of `ABCHandler.process`: `tokenize`
+    (plain text splitting) and `tokenProcess`, which already builds music21 time signatures and hangs on a huge one.
+    A meter of more than `MAX_BAR_BEATS` beats a bar, or one music21 cannot read, is refused. Checking music21's own
+    tokens, not the text, sees every meter as music21 will use it (it also reads `0M:4000/4` and `M:400]0/4` as
+    4000/4)."""
+    text = _with_unit_length(tune.text)
+    handler = abcFormat.ABCHandler()
+    handler.parseHeaderForVersionInformation(text[:100])
+    handler.tokenize(text)
+    for token in handler.tokens:
+        if isinstance(token, abcFormat.ABCMetadata):
+            token.preParse()
+            if token.isMeter() and not _playable_meter(token):
+                raise FormatError(
+                    f"The ABC tune {tune.title!r} has a meter (M:) of more than {MAX_BAR_BEATS} beats a bar, which "
+                    "MuseGen does not read. Fix the M: line, or upload the tune as MIDI or MusicXML."
+                )
+    handler.tokenProcess()
+    return handler
+
+
+def _playable_meter(token: abcFormat.ABCMetadata) -> bool:
+    try:
+        meter = token.getTimeSignatureParameters()
+    except Exception:  # boundary: music21 raises ValueError/ABCTokenException on meters it cannot read
+        return True  # not a hang: the translation refuses it with its own message
+    return meter is None or (meter[0] <= MAX_BAR_BEATS and meter[1] <= 128)
 
 
 def abc_tune_to_piece(tune: AbcTune) -> Piece:
@@ -195,13 +211,14 @@ def abc_tune_to_piece(tune: AbcTune) -> Piece:
             f"{MAX_ABC_NOTES:,} notes (longer ones import very slowly). Upload it as MIDI or MusicXML instead."
         )
     _check_lengths(tune)
-    converter = subConverters.ConverterABC()
     try:
-        converter.parseData(_with_unit_length(tune.text))
-        parsed = converter.stream
-        if isinstance(parsed, stream.Opus):  # a tune with an X: line comes back wrapped in an Opus
-            parsed = parsed.scores.first() or stream.Score()
-        return stream_to_piece(parsed)
+        handler = _tokens(tune)
+        if handler.definesReferenceNumbers():  # a tune with an X: line is translated as an Opus of one score
+            score = translate.abcToStreamOpus(handler).scores.first() or stream.Score()
+        else:
+            score = stream.Score()
+            translate.abcToStreamScore(handler, score)
+        return stream_to_piece(score)
     except FormatError:
         raise
     except Exception as error:  # boundary: music21's ABC translator raises many exception types (details logged)
