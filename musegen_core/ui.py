@@ -37,10 +37,20 @@ from musegen_core.render.audio import RenderSettings, render
 from musegen_core.render.notation import Engraving, notation_svg
 from musegen_core.render.soundfonts import installed_soundfonts, user_soundfont_file, user_soundfonts_allowed
 from musegen_core.studio import Download, LatentTakes, Take, downloads, takes_archive
-from musegen_core.workers import load_untrusted, open_untrusted
+from musegen_core.transcribe import (
+    DEFAULT_GRID,
+    GRIDS,
+    MAX_SECONDS,
+    TEMPO_RANGE_BPM,
+    Transcription,
+    requantise,
+)
+from musegen_core.workers import load_untrusted, open_untrusted, transcribe_untrusted
 
 log = logging.getLogger("musegen.ui")
-UPLOAD, TYPE, BUILT_IN = "Upload a file", "Type it", "Built-in tunes"
+UPLOAD, HUM, TYPE, BUILT_IN = "Upload a file", "Hum or sing", "Type it", "Built-in tunes"
+RECORDING_TYPES = ["wav", "flac", "ogg", "opus", "mp3"]
+GRID_NAMES = {4: "sixteenths", 2: "eighths", 1: "quarters", 3: "triplet eighths", 6: "triplet sixteenths", 8: "32nds"}
 TYPED_FILE = "typed melody.mid"
 TYPED_SYNTAXES: dict[str, Syntax] = {"Recognise it": "auto", "Note names": "notes", "ABC": "abc"}
 
@@ -94,12 +104,14 @@ def melody_source(default: str = UPLOAD, key: str = "a") -> tuple[bytes, str] | 
     Raises:
         FormatError: the typed text cannot be read (the message names the bad token).
     """
-    sources = [UPLOAD, TYPE, BUILT_IN]
+    sources = [UPLOAD, HUM, TYPE, BUILT_IN]
     source = st.radio("Melody", sources, index=sources.index(default), horizontal=True, key=f"source-{key}")
     if source == BUILT_IN:
         return builtin_data(), BUILTIN_FILE
     if source == TYPE:
         return _typed_melody(key)
+    if source == HUM:
+        return _hummed_melody(key)
     upload = st.file_uploader("Melody file (MIDI, MusicXML, ABC)", type=list(UPLOAD_EXTENSIONS), key=f"upload-{key}")
     return None if upload is None else (upload.getvalue(), upload.name)
 
@@ -114,6 +126,36 @@ def _typed_melody(key: str) -> tuple[bytes, str] | None:
     syntax = st.radio("Read it as", list(TYPED_SYNTAXES), horizontal=True, key=f"syntax-{key}")
     st.caption(SYNTAX_HELP)
     return (typed_midi(text, TYPED_SYNTAXES[syntax]), TYPED_FILE) if text.strip() else None
+
+
+def _hummed_melody(key: str) -> tuple[bytes, str] | None:
+    """A recording (made here, or uploaded) transcribed, with the tempo and grid the user may correct; as MIDI."""
+    recorded = st.audio_input("Record yourself humming, singing or playing", key=f"record-{key}")
+    uploaded = st.file_uploader(
+        f"…or upload a recording (at most {MAX_SECONDS:g} s)", type=RECORDING_TYPES, key=f"recording-{key}"
+    )
+    audio = recorded or uploaded
+    if audio is None:
+        return None
+    heard = transcription(audio.getvalue(), audio.name)
+    st.audio(audio.getvalue())
+    for warning in heard.warnings:
+        st.warning(warning)
+    tempo_column, grid_column = st.columns(2)
+    tempo = tempo_column.number_input(
+        "Tempo (bpm)", *TEMPO_RANGE_BPM, float(round(heard.estimated_tempo_bpm)), 1.0, key=f"hum-tempo-{key}",
+        help=f"Estimated: {heard.estimated_tempo_bpm:.0f} bpm. Halve or double it if the notes come out too short "
+        "or too long.",
+    )  # fmt: skip
+    grid = grid_column.selectbox("Round notes to", GRIDS, GRIDS.index(DEFAULT_GRID), GRID_NAMES.get, key=f"grid-{key}")
+    stem = Path(audio.name).stem or "recording"
+    return piece_to_midi(requantise(heard, float(tempo), grid)), f"{stem} (transcribed).mid"
+
+
+@st.cache_data(show_spinner="Listening…", max_entries=8)
+def transcription(data: bytes, filename: str) -> Transcription:
+    """What `transcribe` hears in a recording, in a listening worker process (time and memory limits)."""
+    return transcribe_untrusted(data, filename)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)

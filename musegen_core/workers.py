@@ -10,9 +10,11 @@ or a `RenderWorkerError`, also a `RenderError`); the next job gets a fresh worke
 Public API:
     open_untrusted(data, filename) -> MusicFile        `formats.open_music_file` in a reading worker
     load_untrusted(data, filename, tune_index) -> Piece `open_music_file(...).load(tune_index)` in a reading worker
+    transcribe_untrusted(data, filename) -> Transcription  `transcribe.transcribe` in a listening worker
     render_isolated(piece, settings, soundfont) -> Render  what `render.audio.render` runs on a cache miss
-    run_in_worker(pool, activity, limits, target, *args, data=b"", decode=...)  any job, in "read" or "render"
-    parse_limits(), render_limits() -> Limits           the limits configured now
+    run_in_worker(pool, activity, limits, target, *args, data=b"", decode=...)  any job, in "read", "listen" or
+                                                        "render"
+    parse_limits(), listen_limits(), render_limits() -> Limits  the limits configured now
     shutdown()                                          stop the idle workers (the next job starts fresh ones)
 
 Limits, from environment variables read at every job (a value that is not a number in range is refused with a
@@ -21,6 +23,9 @@ Limits, from environment variables read at every job (a value that is not a numb
                                     takes milliseconds; music21 needs ~1 s for the longest ABC tune accepted and
                                     seconds for the largest MusicXML file accepted)
     MUSEGEN_PARSE_MEMORY_MB   1500  address space of a reading worker, in MB (Python + music21 alone use ~200)
+    MUSEGEN_LISTEN_TIMEOUT_S  30    seconds to transcribe one recording (a 60 s recording takes ~4 s, plus ~25 s to
+                                    compile librosa's kernels the very first time in a fresh venv)
+    MUSEGEN_LISTEN_MEMORY_MB  2500  address space of a listening worker, in MB (a 60 s recording peaks at ~660 MB)
     MUSEGEN_RENDER_TIMEOUT_S  60    seconds for one render (a 10-minute piece with reverb takes ~15 s on a slow CPU,
                                     plus ~7 s to load MuseScore General on first use)
     MUSEGEN_RENDER_MEMORY_MB  2500  address space of a rendering worker, in MB (three SoundFonts loaded and a
@@ -87,11 +92,21 @@ from musegen_core.formats import MusicFile, check_upload_size, open_music_file
 from musegen_core.music import Note, Part, Piece, piece_from_dict, piece_to_dict
 from musegen_core.render import audio
 from musegen_core.render.soundfonts import DEFAULT_SOUNDFONT_ID, SoundFont, resolve_soundfont
+from musegen_core.transcribe import (
+    MAX_SECONDS,
+    Transcription,
+    transcribe,
+    transcription_from_dict,
+    transcription_to_dict,
+    warm_up,
+)
 
 log = logging.getLogger("musegen.workers")
 
 PARSE_TIMEOUT_ENV = "MUSEGEN_PARSE_TIMEOUT_S"
 PARSE_MEMORY_ENV = "MUSEGEN_PARSE_MEMORY_MB"
+LISTEN_TIMEOUT_ENV = "MUSEGEN_LISTEN_TIMEOUT_S"
+LISTEN_MEMORY_ENV = "MUSEGEN_LISTEN_MEMORY_MB"
 RENDER_TIMEOUT_ENV = "MUSEGEN_RENDER_TIMEOUT_S"
 RENDER_MEMORY_ENV = "MUSEGEN_RENDER_MEMORY_MB"
 WORKERS_ENV = "MUSEGEN_WORKERS"
@@ -155,6 +170,22 @@ def parse_limits() -> Limits:
     """The limits of one read (`MUSEGEN_PARSE_TIMEOUT_S`, `MUSEGEN_PARSE_MEMORY_MB`)."""
     return Limits(
         _env_number(PARSE_TIMEOUT_ENV, 10.0, TIMEOUT_RANGE_S), int(_env_number(PARSE_MEMORY_ENV, 1500, MEMORY_RANGE_MB))
+    )
+
+
+def listen_limits() -> Limits:
+    """The limits of one transcription (`MUSEGEN_LISTEN_TIMEOUT_S`, `MUSEGEN_LISTEN_MEMORY_MB`)."""
+    return Limits(
+        _env_number(LISTEN_TIMEOUT_ENV, 30.0, TIMEOUT_RANGE_S),
+        int(_env_number(LISTEN_MEMORY_ENV, 2500, MEMORY_RANGE_MB)),
+    )
+
+
+def listening(filename: str) -> Activity:
+    return Activity(
+        f"listening to {filename}",
+        f"Try a shorter recording (at most {MAX_SECONDS:g} s), or save it as WAV.",
+        ParseWorkerError,
     )
 
 
@@ -235,6 +266,17 @@ _FAILED_READS_LOCK = threading.Lock()
 _LASTING_FAILURES = ("timeout", "cpu", "memory", "crash")  # the file's doing; a kill from outside may not be
 
 
+def transcribe_untrusted(data: bytes, filename: str) -> Transcription:
+    """`transcribe.transcribe(data, filename)` run in a listening worker (libsndfile decodes a stranger's audio;
+    pYIN tracks its pitch), which keeps librosa and its compiled kernels loaded.
+
+    Raises:
+        FormatError: as `transcribe`; a `ParseWorkerError` when the worker overran a limit or failed.
+    """
+    activity, limits = listening(filename), listen_limits()
+    return run_in_worker("listen", activity, limits, _transcribe_job, filename, data=data, decode=_transcription)
+
+
 def render_isolated(piece: Piece, settings: audio.RenderSettings, soundfont: SoundFont) -> audio.Render:
     """`render.audio.render_in_process` run in a rendering worker, which keeps its SoundFonts loaded.
 
@@ -252,6 +294,19 @@ def _open_job(filename: str, *, data: bytes) -> Answer:
 
 def _load_job(filename: str, tune_index: int, *, data: bytes) -> Answer:
     return piece_to_dict(open_music_file(data, filename).load(tune_index)), b""
+
+
+def _transcribe_job(filename: str, *, data: bytes) -> Answer:
+    return transcription_to_dict(transcribe(data, filename)), b""
+
+
+def _transcription(value: Any, blob: bytearray) -> Transcription:
+    if blob:
+        raise ValueError("unexpected bytes after a transcription")
+    try:
+        return transcription_from_dict(_checked(value, dict))
+    except (KeyError, ValueError, TypeError) as error:
+        raise ValueError(f"not a transcription ({type(error).__name__})") from error
 
 
 def _render_job(piece: dict[str, Any], settings: dict[str, Any], soundfont: dict[str, Any]) -> Answer:
@@ -687,7 +742,7 @@ def _warm_renderer() -> None:
         log.warning("the rendering worker could not render with the default SoundFont", exc_info=True)
 
 
-_WARM_UPS: dict[str, Callable[[], None]] = {"read": _warm_reader, "render": _warm_renderer}
+_WARM_UPS: dict[str, Callable[[], None]] = {"read": _warm_reader, "render": _warm_renderer, "listen": warm_up}
 
 
 def _apply_limits(limits: Limits) -> None:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import base64
+import io
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile
 from streamlit.testing.v1 import AppTest
 
 from musegen_core.feedback import FeedbackStore
@@ -297,3 +300,32 @@ def test_a_built_in_tune_is_one_click_away(app: AppTest) -> None:
     _labelled(app.radio, "Melody").set_value("Built-in tunes").run()
     assert not app.exception and not app.error
     assert len(_labelled(app.selectbox, "Tune").options) > 1 and len(app.get("audio")) == 1
+
+
+def _hummed_wav(pitches: tuple[int, ...] = (60, 62, 64, 65, 67), rate: int = 16_000) -> bytes:
+    """Sine tones, an eighth note each at 120 bpm with a short breath between: a clean "hummed" melody."""
+    tones = []
+    for pitch in pitches:
+        t = np.arange(int(0.23 * rate)) / rate
+        tones += [0.5 * np.sin(2 * np.pi * 440 * 2 ** ((pitch - 69) / 12) * t), np.zeros(int(0.02 * rate))]
+    buffer = io.BytesIO()
+    soundfile.write(buffer, np.concatenate([np.zeros(rate // 4), *tones, np.zeros(rate // 4)]), rate, format="WAV")
+    return buffer.getvalue()
+
+
+def test_a_hummed_melody_is_transcribed_and_its_tempo_can_be_fixed(app: AppTest) -> None:
+    _labelled(app.radio, "Melody").set_value("Hum or sing").run()
+    app.file_uploader[0].upload("hum.wav", _hummed_wav(), "audio/wav").run()
+    assert not app.exception and not app.error
+    assert any("5 notes" in element.value for element in [*app.markdown, *app.caption])
+    tempo = _labelled(app.number_input, "Tempo (bpm)")
+    assert abs(tempo.value - 120) <= 5  # estimated from the onsets
+    tempo.set_value(60.0).run()  # the user corrects the tempo: the same notes, quantised again without tracking
+    assert not app.exception and not app.error and len(app.get("audio")) >= 2
+    assert any("5 notes" in element.value for element in [*app.markdown, *app.caption])
+
+
+def test_a_recording_that_is_not_audio_gets_one_clear_message(app: AppTest) -> None:
+    _labelled(app.radio, "Melody").set_value("Hum or sing").run()
+    app.file_uploader[0].upload("hum.wav", b"RIFF not really a wave file", "audio/wav").run()
+    assert not app.exception and len(app.error) == 1 and "\n" not in app.error[0].value

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from test_app import _hummed_wav
 
 from musegen_core.feedback import FeedbackStore
 from musegen_core.formats.midi import piece_to_midi
@@ -204,3 +205,19 @@ def test_compare_and_rate_votes_with_a_keyboard_shortcut(server: tuple[str, str]
     assert vote.a.model_name in revealed and vote.b.model_name in revealed
     if os.environ.get("MUSEGEN_SCREENSHOTS"):
         page.screenshot(path=os.path.join(os.environ["MUSEGEN_SCREENSHOTS"], "compare.png"), full_page=True)
+
+
+def test_a_hummed_recording_becomes_the_melody(server: tuple[str, str], page, tmp_path: Path) -> None:
+    url, _ = server
+    recording = tmp_path / "hum.wav"
+    recording.write_bytes(_hummed_wav())
+    page.goto(url)
+    page.get_by_text("Upload a melody to begin").wait_for()
+    page.get_by_text("Hum or sing").click()
+    page.get_by_text("or upload a recording").wait_for()  # the recording uploader has replaced the file uploader
+    page.locator("input[type=file]").set_input_files(str(recording))
+    page.get_by_text("5 notes").first.wait_for()  # transcribed, shown as the prime with its roll and audio
+    page.locator(".js-plotly-plot").first.wait_for()
+    assert 115 <= float(page.get_by_role("spinbutton", name="Tempo (bpm)").input_value()) <= 125  # estimated
+    page.get_by_role("button", name="Generate").click()
+    page.get_by_text("Take 1").first.wait_for()
