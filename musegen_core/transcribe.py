@@ -43,7 +43,6 @@ from typing import Any
 
 import numpy as np
 
-from musegen_core.controls import estimate_key
 from musegen_core.errors import ControlError, FormatError
 from musegen_core.music import Key, Note, Part, Piece
 
@@ -162,6 +161,8 @@ def transcribe(
         raise FormatError(f"no melody found in {name}: no sung, hummed or played pitch was heard")
     estimated = estimate_tempo(notes)
     tempo = float(estimated if tempo_bpm is None else tempo_bpm)
+    from musegen_core.controls import estimate_key  # here: `controls` imports torch, which a listening worker skips
+
     key = estimate_key(np.array([n.pitch for n in notes]), np.array([n.offset_s - n.onset_s for n in notes]))
     return Transcription(
         piece=_quantise(notes, tempo, grid, key, Path(name).stem),

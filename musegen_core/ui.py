@@ -142,8 +142,9 @@ def _hummed_melody(key: str) -> tuple[bytes, str] | None:
     for warning in heard.warnings:
         st.warning(warning)
     tempo_column, grid_column = st.columns(2)
+    estimated = float(round(heard.estimated_tempo_bpm))
     tempo = tempo_column.number_input(
-        "Tempo (bpm)", *TEMPO_RANGE_BPM, float(round(heard.estimated_tempo_bpm)), 1.0, key=f"hum-tempo-{key}",
+        "Tempo of the recording (bpm)", *TEMPO_RANGE_BPM, estimated, 1.0, key=f"hum-tempo-{key}",
         help=f"Estimated: {heard.estimated_tempo_bpm:.0f} bpm. Halve or double it if the notes come out too short "
         "or too long.",
     )  # fmt: skip

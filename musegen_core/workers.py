@@ -82,7 +82,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -92,14 +92,9 @@ from musegen_core.formats import MusicFile, check_upload_size, open_music_file
 from musegen_core.music import Note, Part, Piece, piece_from_dict, piece_to_dict
 from musegen_core.render import audio
 from musegen_core.render.soundfonts import DEFAULT_SOUNDFONT_ID, SoundFont, resolve_soundfont
-from musegen_core.transcribe import (
-    MAX_SECONDS,
-    Transcription,
-    transcribe,
-    transcription_from_dict,
-    transcription_to_dict,
-    warm_up,
-)
+
+if TYPE_CHECKING:  # imported where used: `transcribe` needs `controls`, hence torch, which reading workers never load
+    from musegen_core.transcribe import Transcription
 
 log = logging.getLogger("musegen.workers")
 
@@ -184,7 +179,7 @@ def listen_limits() -> Limits:
 def listening(filename: str) -> Activity:
     return Activity(
         f"listening to {filename}",
-        f"Try a shorter recording (at most {MAX_SECONDS:g} s), or save it as WAV.",
+        "Try a shorter recording (at most a minute), or save it as WAV.",
         ParseWorkerError,
     )
 
@@ -297,10 +292,14 @@ def _load_job(filename: str, tune_index: int, *, data: bytes) -> Answer:
 
 
 def _transcribe_job(filename: str, *, data: bytes) -> Answer:
+    from musegen_core.transcribe import transcribe, transcription_to_dict
+
     return transcription_to_dict(transcribe(data, filename)), b""
 
 
 def _transcription(value: Any, blob: bytearray) -> Transcription:
+    from musegen_core.transcribe import transcription_from_dict
+
     if blob:
         raise ValueError("unexpected bytes after a transcription")
     try:
@@ -742,7 +741,14 @@ def _warm_renderer() -> None:
         log.warning("the rendering worker could not render with the default SoundFont", exc_info=True)
 
 
-_WARM_UPS: dict[str, Callable[[], None]] = {"read": _warm_reader, "render": _warm_renderer, "listen": warm_up}
+def _warm_listener() -> None:
+    """Import librosa and load its compiled pitch-tracking kernels (`transcribe.warm_up`)."""
+    from musegen_core.transcribe import warm_up
+
+    warm_up()
+
+
+_WARM_UPS: dict[str, Callable[[], None]] = {"read": _warm_reader, "render": _warm_renderer, "listen": _warm_listener}
 
 
 def _apply_limits(limits: Limits) -> None:

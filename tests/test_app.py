@@ -318,7 +318,7 @@ def test_a_hummed_melody_is_transcribed_and_its_tempo_can_be_fixed(app: AppTest)
     app.file_uploader[0].upload("hum.wav", _hummed_wav(), "audio/wav").run()
     assert not app.exception and not app.error
     assert any("5 notes" in element.value for element in [*app.markdown, *app.caption])
-    tempo = _labelled(app.number_input, "Tempo (bpm)")
+    tempo = _labelled(app.number_input, "Tempo of the recording (bpm)")
     assert abs(tempo.value - 120) <= 5  # estimated from the onsets
     tempo.set_value(60.0).run()  # the user corrects the tempo: the same notes, quantised again without tracking
     assert not app.exception and not app.error and len(app.get("audio")) >= 2
