@@ -14,22 +14,42 @@ database of its own. Where the binaries are missing those tests are skipped, say
 
 from __future__ import annotations
 
+import contextlib
 import glob
+import importlib.util
 import itertools
 import os
 import pwd
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
+BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
 PG_BIN_GLOB = "/usr/lib/postgresql/*/bin"
 PG_SUPERUSER = "musegen"
+
+
+@contextlib.contextmanager
+def bench_module(name: str) -> Iterator[ModuleType]:
+    """The script bench/NAME.py imported as a module (bench/ is not a package), registered in `sys.modules` while in
+    use: its dataclasses look their module up there."""
+    spec = importlib.util.spec_from_file_location(f"{name}_bench", BENCH_DIR / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop(spec.name, None)
 
 
 @pytest.fixture(autouse=True)

@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import bench_module
 
 from musegen_core.music import Note, Part, Piece
-
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "feedback_loop.py"
 
 
 @pytest.fixture(scope="module")
 def loop():
-    spec = importlib.util.spec_from_file_location("feedback_loop_bench", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    with bench_module("feedback_loop") as module:
+        yield module
 
 
 def melody(pitches: list[int]) -> Piece:

@@ -7,12 +7,9 @@ The first transcription in a fresh virtual environment compiles librosa's numba 
 
 from __future__ import annotations
 
-import importlib.util
 import io
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType
 
 import lameenc
@@ -20,12 +17,12 @@ import numpy as np
 import pytest
 import soundfile
 import soxr
+from conftest import bench_module
 
 from musegen_core import transcribe as tr
 from musegen_core.errors import ControlError, FormatError
 from musegen_core.music import Key
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "transcription.py"
 TEMPO = 100.0
 BEAT_S = 60.0 / TEMPO
 LEAD_IN_S = 0.3
@@ -38,12 +35,8 @@ STARTS = [start for _, start, _ in MELODY]
 
 @pytest.fixture(scope="module")
 def bench() -> Iterator[ModuleType]:
-    spec = importlib.util.spec_from_file_location("transcription_bench", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    with bench_module("transcription") as module:
+        yield module
 
 
 @pytest.fixture(scope="module")
