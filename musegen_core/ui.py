@@ -42,6 +42,7 @@ from musegen_core.transcribe import (
     GRIDS,
     MAX_SECONDS,
     TEMPO_RANGE_BPM,
+    TRACKER_RATE,
     Transcription,
     requantise,
 )
@@ -130,7 +131,9 @@ def _typed_melody(key: str) -> tuple[bytes, str] | None:
 
 def _hummed_melody(key: str) -> tuple[bytes, str] | None:
     """A recording (made here, or uploaded) transcribed, with the tempo and grid the user may correct; as MIDI."""
-    recorded = st.audio_input("Record yourself humming, singing or playing", key=f"record-{key}")
+    recorded = st.audio_input(
+        "Record yourself humming, singing or playing", sample_rate=TRACKER_RATE, key=f"record-{key}"
+    )  # recorded at the pitch tracker's own rate: nothing to resample
     uploaded = st.file_uploader(
         f"…or upload a recording (at most {MAX_SECONDS:g} s)", type=RECORDING_TYPES, key=f"recording-{key}"
     )
