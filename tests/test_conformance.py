@@ -204,7 +204,8 @@ def table_row(path: Path, outcome: Outcome, cli: CliReport | None) -> dict[str, 
     """One line of the conformance table (what bench/results/conformance.json holds per file)."""
     relative = str(path.relative_to(CONFORMANCE))
     category = categories().get(relative)
-    problems = upload_problems(outcome, category, expected_notes(path.read_bytes(), path.name))
+    expected = expected_notes(path.read_bytes(), path.name)
+    problems = upload_problems(outcome, category, expected)
     problems += [f"musegen check: {problem}" for problem in cli_problems(cli, outcome)]
     return {
         "file": relative,
@@ -213,7 +214,7 @@ def table_row(path: Path, outcome: Outcome, cli: CliReport | None) -> dict[str, 
         "seconds": round(outcome.seconds, 3),
         "cli_seconds": None if cli is None else round(cli.seconds, 3),
         "notes": [tune for tune in outcome.tunes if isinstance(tune, int)],
-        "expected_notes": expected_notes(path.read_bytes(), path.name),
+        "expected_notes": expected,
         "message": (outcome.crash or (outcome.messages or [""])[0])[:160],
         "problems": problems,
     }

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import pickle
+import pickle  # only to build hostile payloads and show they are real; nothing received is unpickled
 import pyexpat
 import resource
 import signal
