@@ -44,7 +44,7 @@ from musegen_core.controls import SCALES, STYLE_STRENGTH_RANGE, Controls, key_of
 from musegen_core.evaluation import control_measures as measure
 from musegen_core.evaluation import takes
 from musegen_core.evaluation.style_classifier import StyleClassifier, confusion_matrix, style_hits
-from musegen_core.generate import Continuation, continue_melody
+from musegen_core.generate import Continuation, continue_melody, focus_candidates
 from musegen_core.models.registry import load_model, resolve_model_name
 from musegen_core.music import PITCH_NAMES, Key, Piece
 from musegen_core.training.corpus import COLLECTIONS, STYLES, load_corpus
@@ -174,21 +174,27 @@ def _style(model, context: Context) -> str | None:
 
 
 def style_recognition(
-    model, classifier: StyleClassifier, excerpts: list[takes.Excerpt], seed: int, strength: float
+    model,
+    classifier: StyleClassifier,
+    excerpts: list[takes.Excerpt],
+    seed: int,
+    strength: float,
+    candidates: int | None = None,
 ) -> dict:
     """Hit rates of the requested style at one style strength: the prime's style, and another (the next in corpus
-    order)."""
+    order). `candidates` overrides the style focus's number of candidate takes (None: the strength's own)."""
     same, other, wanted_other = [], [], []
     for i, excerpt in enumerate(excerpts):
         prime = takes.prime_piece(excerpt)
         target = STYLES[(STYLES.index(excerpt.style) + 1) % len(STYLES)]
         for style, out in ((excerpt.style, same), (target, other)):
             controls = Controls(bars=takes.BARS, seed=seed + i, style=style, style_strength=strength)
-            out.append(_tokens(continue_melody(model, prime, controls), takes.BARS))
+            out.append(_tokens(continue_melody(model, prime, controls, candidates=candidates), takes.BARS))
         wanted_other.append(target)
     wanted = [e.style for e in excerpts]
     return {
         "style_strength": strength,
+        "candidates": focus_candidates(strength) if candidates is None else candidates,
         "same_style": hit_rates(classifier.predict_batch(same), wanted),
         "other_style": hit_rates(classifier.predict_batch(other), wanted_other),
     }

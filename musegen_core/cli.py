@@ -102,6 +102,11 @@ def _parser() -> argparse.ArgumentParser:
     style_parser = commands.add_parser("style-classifier", help="train or evaluate the independent style classifier")
     style_classifier_train.add_arguments(style_parser)
 
+    from musegen_core.training import style_judge_train
+
+    judge_parser = commands.add_parser("style-judge", help="train the style judge that style focus picks takes with")
+    style_judge_train.add_arguments(judge_parser)
+
     from musegen_core.models import manage  # fine-tuning from feedback, model versions and promotion
     from musegen_core.training import finetune
 
@@ -135,7 +140,8 @@ def _add_control_arguments(parser: argparse.ArgumentParser) -> None:
     add("--style", default=None, help="style for style-conditioned models (default: any style)")
     add("--mix-style", default=None, help="a second style to blend in (with --mix)")
     add("--mix", type=float, default=0.0, help="weight of --mix-style, 0–1")
-    add("--style-strength", type=float, default=None, help="0–4: 1 as trained, higher leans harder on --style (2)")
+    add("--style-strength", type=float, default=None,
+        help="0–4: 1 as trained; higher leans on --style and keeps the most typical of 2**(s-1) takes (2)")  # fmt: skip
     add("--mood", choices=sorted(MOODS), default=None, help="sets --valence and --energy (which then fine-tune it)")
     add("--valence", type=float, default=None, help="-1 sad … +1 happy")
     add("--energy", type=float, default=None, help="-1 calm … +1 energetic")

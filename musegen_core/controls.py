@@ -79,7 +79,7 @@ class Controls:
     style: str | None = None  # one of the model's styles; None = any
     mix_style: str | None = None  # a second style to blend in …
     mix: float = 0.0  # … with this weight (0 = only `style`, 1 = only `mix_style`)
-    style_strength: float = 2.0  # 0–4: 1 as trained, above 1 classifier-free guidance towards the style (needs one)
+    style_strength: float = 2.0  # 0–4: 1 as trained; above, guidance towards the style and style focus (needs one)
     density: float = 0.0  # −1 sparser … +1 busier
     complexity: float = 0.0  # −1 plainer rhythm … +1 more syncopated
     low: int = encoding.MIN_PITCH  # lowest MIDI pitch a new note may have
@@ -218,7 +218,6 @@ FAMILY_REFUSALS = {  # measured by bench/controls.py (bench/results/controls.jso
     "gan": {
         "temperature": "the GAN's outputs are nearly one-hot, so temperature changes nothing measurable",
         "top_p": "the GAN's outputs are nearly one-hot, so top-p changes nothing measurable",
-        "style_strength": "guidance does not make the GAN's style clearer, and it costs likeness to real tunes",
     },
     "vae": {
         "top_p": "the VAE's decoder is nearly sure of each step given its latent, so top-p moves the take's "

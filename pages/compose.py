@@ -44,8 +44,9 @@ STRENGTH_HELP = (
 )
 NO_MOOD = "no particular mood"
 STRENGTH_OF_STYLE_HELP = (
-    "How hard the model leans on the chosen style: 1 as trained, higher makes the style clearer, 0 ignores it. "
-    "Does nothing with 'any style'."
+    "How hard the model leans on the chosen style: 1 as trained, 0 ignores it. Above 1 the style gets clearer: "
+    "several takes are tried (2 at 2, 8 at 4) and the one that sounds most like the style is kept, and the model "
+    "leans on the style while it writes (not the GAN). Does nothing with 'any style'."
 )
 PITCHES = list(range(MIN_PITCH, MAX_PITCH + 1))
 COMPLEXITY_HELP = "−1 notes on the beat … +1 more syncopation (notes between the beats)."

@@ -224,7 +224,7 @@ def test_a_style_mix_is_between_its_two_styles(folk):
 
 def test_models_without_styles_refuse_only_the_style_controls_and_say_why():
     assert refused_controls("lstm", ("irish", "bach_chorale")) == {}
-    assert set(refused_controls("gan", ("irish",))) == {"temperature", "top_p", "style_strength"}  # measured
+    assert set(refused_controls("gan", ("irish",))) == {"temperature", "top_p"}  # measured
     assert set(refused_controls("vae", ("irish",))) == {"top_p"}  # measured: under 0.15 bits, not monotonic
     refused = refused_controls("lstm", ())
     assert set(refused) == {"style", "style_mix", "style_strength"} and "without style labels" in refused["style"]
@@ -262,8 +262,8 @@ def test_style_strength_zero_is_any_style_one_is_plain_and_more_differs(family):
         return continue_melody(model, prime(), Controls(bars=2, seed=5, **values)).generated.parts[0].notes
 
     any_style, plain = notes(), notes(style="irish", style_strength=1.0)
-    if family == "gan":  # refused for the GAN (measured: no clearer style, less like real tunes): applied as 1
-        assert notes(style="irish", style_strength=0.0) == plain == notes(style="irish", style_strength=4.0)
+    if family == "gan":  # no guidance for the GAN (measured: no clearer style): up to 1 nothing changes
+        assert notes(style="irish", style_strength=0.0) == plain
     else:
         assert notes(style="irish", style_strength=0.0) == any_style
         assert notes(style="irish", style_strength=4.0) != plain

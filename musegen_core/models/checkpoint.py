@@ -188,11 +188,11 @@ def load_checkpoint(folder: Path | str) -> Checkpoint:
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{folder / CONFIG}: bad model config ({error})") from None
     model = module_class(config)
-    _load_state_strictly(model, weights)
+    load_state_strictly(model, weights)
     return Checkpoint(model.eval(), meta)
 
 
-def _load_state_strictly(model: torch.nn.Module, weights: Path) -> None:
+def load_state_strictly(model: torch.nn.Module, weights: Path) -> None:
     try:
         state = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError) as error:
