@@ -15,8 +15,10 @@ fitted on the train split: how unexpected the take is to a model that shares not
 Style recognisability: an independent classifier (`evaluation/style_classifier.py`, trained on corpus features only)
 classifies 8-bar continuations of `--style-takes` test excerpts (requested style = the excerpt's) and the same
 excerpts' real next 8 bars; and, harder, continuations asked for a *different* style than the prime's — at style
-strength 1 (plain conditioning), at the default strength and at the strongest (classifier-free guidance; the VAE
-also pulls its latent towards the style's centroid).
+strength 1 (plain conditioning), at the default strength and at the strongest. Above 1, style strength is classifier-
+free guidance (not for the GAN; the VAE also pulls its latent towards the style's centroid) plus *style focus*: a
+separately trained style judge (`models/style_judge.py`, not this classifier) keeps the most typical of several
+candidates for each bar (`generate.focus_candidates`, chosen on valid excerpts by `bench/style_focus.py`).
 
     .venv/bin/python bench/controls.py [--takes 50] [--bars 4] [--families lstm,transformer,vae,gan]
 

@@ -71,8 +71,8 @@ def continue_melody(
             controls set one.
         controls: every knob (see `musegen_core.controls.Controls`); default: none turned.
         part_index: which part is the melody (polyphonic parts are reduced to their top line).
-        candidates: takes to sample and choose from with the style judge (*style focus*); None = as many as the
-            style strength asks for (`focus_candidates`). Candidate 0 is what one take would be.
+        candidates: candidates per bar that the style judge chooses from (*style focus*, `_focused`); None = as
+            many as the style strength asks for (`focus_candidates`); 1 = no focus.
         values: single controls by name (`bars=4, seed=3`), applied over `controls`.
 
     Raises:
@@ -85,44 +85,61 @@ def continue_melody(
     context, positions, start_step = _model_inputs(melody, controls.bars)
     steering = steering_table(controls, *_meter_steps(melody), key_of(melody))
 
-    def take(seed: int) -> np.ndarray:
+    def sample(done: np.ndarray, steps: int, generator: torch.Generator) -> np.ndarray:
+        """`steps` new tokens after the context and the tokens `done` so far."""
+        known = np.concatenate([context, done])
         return model.generate(
-            torch.from_numpy(context),
-            torch.from_numpy(positions),
-            len(positions) - len(context),
+            torch.from_numpy(known),
+            torch.from_numpy(positions[: len(known) + steps]),
+            steps,
             temperature=controls.temperature,
             top_p=controls.top_p,
-            generator=torch.Generator().manual_seed(seed),
+            generator=generator,
             style=style,
             steering=steering,
             guidance=_guidance(model, controls),
         ).numpy()
 
     count = focus_candidates(controls.style_strength) if candidates is None else candidates
-    count = count if style is not None else 1
-    takes = [take(seed) for seed in candidate_seeds(int(controls.seed), count)]
-    new = takes[0] if count == 1 else _most_in_style(takes, _meter_steps(melody)[0], _judge_target(model, style))
+    seeds = candidate_seeds(int(controls.seed), count if style is not None else 1)
+    generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+    total = len(positions) - len(context)
+    if len(generators) == 1:
+        new = sample(np.empty(0, dtype=np.int64), total, generators[0])
+    else:
+        new = _focused(sample, generators, total, _meter_steps(melody)[0], _judge_target(model, style))
     melody = replace(melody, tempo_bpm=steered_tempo(controls, melody.tempo_bpm))
     start_beats = start_step / encoding.STEPS_PER_BEAT
     return Continuation(melody, _generated_piece(melody, new, start_beats), start_beats)
 
 
 def focus_candidates(style_strength: float) -> int:
-    """Candidate takes style focus samples at a style strength: 1 up to strength 1 (as trained), then doubling
-    with every step of strength — 2 at 2 (the default), 8 at 4.
+    """Candidates per bar that style focus samples at a style strength: 1 up to strength 1 (as trained), then
+    growing geometrically to 16 at the strongest setting, 4 (chosen on valid excerpts: `bench/style_focus.py`).
 
-    >>> [focus_candidates(s) for s in (0, 1, 1.5, 2, 3, 4)]
-    [1, 1, 1, 2, 4, 8]
+    >>> [focus_candidates(s) for s in (0, 1, 1.5, 2, 2.5, 3, 3.5, 4)]
+    [1, 1, 2, 3, 4, 6, 10, 16]
     """
-    return max(1, round(2 ** (style_strength - 1))) if style_strength > 1 else 1
+    return max(1, round(16 ** ((style_strength - 1) / 3))) if style_strength > 1 else 1
 
 
-FOCUS_SEED_STRIDE = 104_729  # candidate j of seed s is the take of seed (s + j × stride) mod 2**31
+def _focused(sample, generators: list[torch.Generator], total: int, bar_steps: int, target: dict) -> np.ndarray:
+    """Style focus, bar by bar: each candidate's generator writes the next bar after the bars kept so far, and the
+    style judge keeps the candidate whose bars so far sound most like the target. `sample(done, steps, generator)`
+    writes `steps` tokens after `done`."""
+    kept = np.empty(0, dtype=np.int64)
+    while len(kept) < total:
+        steps = min(bar_steps, total - len(kept))
+        kept = _most_in_style([np.concatenate([kept, sample(kept, steps, g)]) for g in generators], bar_steps, target)
+    return kept
+
+
+FOCUS_SEED_STRIDE = 104_729  # candidate j of seed s samples with seed (s + j × stride) mod 2**31
 
 
 def candidate_seeds(seed: int, count: int) -> list[int]:
-    """The seeds of style focus's candidate takes: `seed` first, so candidate 0 is the take without focus, and each
-    candidate is the take another seed would give (a user can ask for it directly)."""
+    """The seeds of style focus's candidates, `seed` first (each candidate samples all its bars from one generator
+    seeded with its seed; for a one-bar take, candidate j is the take of its seed without focus)."""
     return [(seed + j * FOCUS_SEED_STRIDE) % (MAX_SEED + 1) for j in range(count)]
 
 
