@@ -12,6 +12,7 @@ page = st.navigation(
         st.Page("pages/compose.py", title="Compose", icon=":material/piano:", default=True),
         st.Page("pages/compare.py", title="Compare & Rate", icon=":material/compare_arrows:"),
         st.Page("pages/gallery.py", title="Style Gallery", icon=":material/palette:"),
+        st.Page("pages/harmonize.py", title="Harmonize", icon=":material/queue_music:"),
         st.Page("pages/ratings.py", title="Ratings", icon=":material/star:"),
         st.Page("pages/feedback.py", title="Feedback", icon=":material/insights:"),
         st.Page("pages/models.py", title="Models", icon=":material/model_training:"),

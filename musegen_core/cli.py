@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -22,7 +23,8 @@ log = logging.getLogger("musegen")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _harmonizer_arguments(argv) or _parser().parse_args(argv)
     try:
         return args.run(args)
     except MusegenError as exc:
@@ -30,6 +32,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # boundary: one line for the user, the traceback only with --verbose
         log.debug("unexpected error", exc_info=True)
         return _fail(f"internal error ({exc.__class__.__name__}): {exc}", getattr(args, "json", False), code=2)
+
+
+# `musegen train --model harmonizer` and `musegen eval --harmonizer` take options of their own (the harmonizer trains
+# and is scored on the JSB chorales, not on the melody corpus): the words that select them → (module, program name).
+HARMONIZER_COMMANDS = {
+    ("train", "--model", "harmonizer"): "musegen_core.training.harmonizer_train",
+    ("eval", "--harmonizer"): "musegen_core.evaluation.harmonizer_eval",
+}
+
+
+def _harmonizer_arguments(argv: list[str]) -> argparse.Namespace | None:
+    """The parsed options of a harmonizer command in `argv`, or None when it is another command."""
+    words = [part for word in argv for part in (word.split("=", 1) if word.startswith("--model=") else [word])]
+    for selector, module in HARMONIZER_COMMANDS.items():
+        if words[:1] != [selector[0]]:
+            continue
+        rest = words[1:]
+        for at in range(len(rest)):
+            if tuple(rest[at : at + len(selector) - 1]) == selector[1:]:
+                parser = argparse.ArgumentParser(prog="musegen " + " ".join(selector))
+                importlib.import_module(module).add_arguments(parser)
+                return parser.parse_args(rest[:at] + rest[at + len(selector) - 1 :])
+    return None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -77,6 +102,21 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--tune", type=int, default=0, help="tune index in a multi-tune ABC file")
     export.set_defaults(run=_export)
 
+    harmonize = commands.add_parser(
+        "harmonize", help="harmonize a melody (Bach four-part or folk chords and bass), or regenerate chosen bars"
+    )
+    harmonize.add_argument("file", type=Path)
+    harmonize.add_argument("--out", type=Path, required=True, help="OUT.mid, OUT.musicxml or OUT.mxl")
+    harmonize.add_argument("--style", default="bach", choices=["bach", "folk"], help="harmony idiom (bach)")
+    harmonize.add_argument("--seed", type=int, default=0, help="the same seed gives the same harmony (0)")
+    harmonize.add_argument(
+        "--bars-to-regenerate", default=None, metavar="FIRST-LAST",
+        help="instead: rewrite only these bars (e.g. 5-8) of a four-part file, or of the melody, with the harmonizer",
+    )  # fmt: skip
+    harmonize.add_argument("--tune", type=int, default=0, help="tune index in a multi-tune ABC file")
+    harmonize.add_argument("--part", type=int, default=None, help="melody track index (default: best guess)")
+    harmonize.set_defaults(run=_harmonize)
+
     from musegen_core.training import corpus  # numpy + tqdm only; music21 is imported when a collection is built
 
     data = commands.add_parser("data", help="the training corpus")
@@ -87,13 +127,17 @@ def _parser() -> argparse.ArgumentParser:
 
     from musegen_core.evaluation import harness  # torch is imported only for commands that need it
 
-    eval_parser = commands.add_parser("eval", help="evaluate the installed models on the held-out test split")
+    eval_parser = commands.add_parser(
+        "eval", help="evaluate the installed models on the held-out test split (--harmonizer: the harmonizer on JSB)"
+    )
     harness.add_arguments(eval_parser)
     eval_parser.set_defaults(run=harness.run)
 
     from musegen_core.training import train  # torch is imported only for commands that need it
 
-    train_parser = commands.add_parser("train", help="train a model on the bundled corpora")
+    train_parser = commands.add_parser(
+        "train", help="train a model on the bundled corpora (--model harmonizer: on the JSB chorales, own options)"
+    )
     train.add_arguments(train_parser)
     train_parser.set_defaults(run=train.run)
 
@@ -249,6 +293,34 @@ def _generate(args: argparse.Namespace) -> int:
         rendered = render(result.joined())
         args.wav.write_bytes(rendered.wav)
         print(f"wrote {args.wav}" + (f" ({rendered.message})" if rendered.truncated else ""))
+    return 0
+
+
+OUT_FORMATS = {".mid": "midi", ".midi": "midi", ".musicxml": "musicxml", ".xml": "musicxml", ".mxl": "mxl"}
+
+
+def _harmonize(args: argparse.Namespace) -> int:
+    from musegen_core.formats.export import export_piece
+    from musegen_core.harmony import service
+    from musegen_core.models.harmonizer import VOICES
+
+    fmt = OUT_FORMATS.get(args.out.suffix.lower())
+    if fmt is None:
+        raise FormatError(f"--out must end in one of {', '.join(OUT_FORMATS)} (received {args.out.name!r}).")
+    piece = load_untrusted(_read(args.file), args.file.name, args.tune)
+    part = default_melody_part(piece) if args.part is None else args.part
+    if not 0 <= part < len(piece.parts):
+        raise FormatError(f"--part must be within 0 and {len(piece.parts) - 1} (received {part}).")
+    if args.bars_to_regenerate:
+        first, last = service.parse_bar_range(args.bars_to_regenerate)
+        whole = len(piece.parts) == len(VOICES) and args.part is None
+        result = service.regenerate_bars(piece if whole else piece.only_part(part), first, last, seed=args.seed)
+        done = f"bars {first}–{last} regenerated"
+    else:
+        result = service.harmonize_melody(piece, args.style, seed=args.seed, part_index=part)
+        done = f"{args.style} harmony, {len(result.parts)} parts"
+    args.out.write_bytes(export_piece(result, fmt))
+    print(f"wrote {args.out} ({done}, {result.note_count} notes)")
     return 0
 
 

@@ -14,3 +14,8 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def bytes_sha256(data: bytes) -> str:
+    """Hex sha256 of bytes in memory (e.g. an upload, to tell two files of the same name apart)."""
+    return hashlib.sha256(data).hexdigest()

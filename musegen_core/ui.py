@@ -30,6 +30,7 @@ from musegen_core.formats import UPLOAD_EXTENSIONS, MusicFile, default_melody_pa
 from musegen_core.formats.abc import AbcTune
 from musegen_core.formats.typed import MAX_TYPED_CHARS, SYNTAX_HELP, Syntax, parse_typed
 from musegen_core.gallery import BUILTIN_FILE, Gallery, builtin_data, make_gallery
+from musegen_core.harmony.service import harmonize_melody
 from musegen_core.models.registry import ModelInfo, list_models, load_model, promoted
 from musegen_core.music import Piece
 from musegen_core.render.analysis_plots import analysis_figure
@@ -96,6 +97,12 @@ def gallery(
     return make_gallery(
         model(model_name), load_tune(data, filename, tune_index), part_index=part_index, bars=bars, seed=seed
     )
+
+
+@st.cache_data(show_spinner="Harmonizing…", max_entries=32)
+def harmonized(data: bytes, filename: str, tune_index: int, part_index: int, idiom: str, seed: int) -> Piece:
+    """One tune's melody with its accompaniment (`harmony.service.harmonize_melody`), cached per choice."""
+    return harmonize_melody(load_tune(data, filename, tune_index), idiom, seed=seed, part_index=part_index)
 
 
 def melody_source(default: str = UPLOAD, key: str = "a") -> tuple[bytes, str] | None:
