@@ -222,3 +222,36 @@ def test_a_hummed_recording_becomes_the_melody(server: tuple[str, str], page, tm
     assert 115 <= float(tempo.input_value()) <= 125  # estimated from the onsets
     page.get_by_role("button", name="Generate").click()
     page.get_by_text("Take 1").first.wait_for()
+
+
+def test_harmonize_shows_four_voices_plays_and_regenerates_bars(server: tuple[str, str], page, tmp_path: Path) -> None:
+    url, _ = server
+    melody = tmp_path / "hymn.mid"
+    pitches = [67, 67, 69, 71, 71, 69, 67, 66, 64, 64, 66, 67, 67, 66, 66, 66]
+    notes = tuple(Note(p, float(i), 1.0) for i, p in enumerate(pitches))
+    melody.write_bytes(piece_to_midi(Piece((Part("Melody", notes, program=73),), tempo_bpm=90)))
+
+    page.goto(url)
+    page.get_by_role("link", name="Harmonize").click()
+    page.locator("input[type=file]").first.set_input_files(str(melody))
+    page.get_by_role("button", name="Harmonize", exact=True).click()
+    page.wait_for_function("() => document.querySelector('.js-plotly-plot')?.data?.length > 0")
+    traces = page.evaluate("() => document.querySelector('.js-plotly-plot').data.map(t => t.name)")
+    assert {"Soprano", "Alto", "Tenor", "Bass"} <= set(traces)  # one trace (one colour) per voice
+    page.locator(".musegen-notation img").first.wait_for()
+    audio = page.locator("audio").first
+    audio.wait_for(state="attached")
+    source = audio.get_attribute("src")
+    response = page.request.get(source if source.startswith("http") else f"{url}{source}")
+    assert response.ok and response.body()[:4] == b"RIFF" and len(response.body()) > 44_100
+    played = audio.evaluate(
+        "a => { a.muted = true; return a.play().then(() => new Promise(r => setTimeout(() => r(a.currentTime), 600))) }"
+    )
+    assert played > 0.1
+    notes_drawn = "() => JSON.stringify(document.querySelector('.js-plotly-plot').data.map(t => [t.name, t.x, t.y]))"
+    before = page.evaluate(notes_drawn)
+    page.get_by_role("button", name="Regenerate bars 1–2").click()
+    page.wait_for_function(f"before => ({notes_drawn})() !== before", arg=before)  # the roll shows the new bars
+    assert not page.get_by_text("Traceback").count()
+    if os.environ.get("MUSEGEN_SCREENSHOTS"):
+        page.screenshot(path=os.path.join(os.environ["MUSEGEN_SCREENSHOTS"], "harmonize.png"), full_page=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from musegen_core.errors import ControlError
 from musegen_core.formats.midi import midi_to_piece, piece_to_midi
 from musegen_core.formats.musicxml import musicxml_to_piece
 from musegen_core.harmony.service import harmonize_melody, parse_bar_range, regenerate_bars
+from musegen_core.harmony.voice_leading import jsb_path
 from musegen_core.music import Note, Part, Piece, TimeSignature
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,7 +83,7 @@ def test_the_command_line_harmonizes_and_regenerates(tmp_path: Path, capsys: pyt
     source.write_bytes(piece_to_midi(hymn()))
     assert main(["harmonize", str(source), "--out", str(tmp_path / "satb.mid"), "--seed", "3"]) == 0
     satb = midi_to_piece((tmp_path / "satb.mid").read_bytes())
-    assert len(satb.parts) == 4
+    assert [part.program for part in satb.parts] == [40, 41, 42, 43]  # a track and an instrument per voice
     assert [n.pitch for n in satb.parts[0].notes] == [n.pitch for n in hymn().parts[0].notes]
     assert main(["harmonize", str(source), "--out", str(tmp_path / "folk.musicxml"), "--style", "folk"]) == 0
     assert len(musicxml_to_piece((tmp_path / "folk.musicxml").read_bytes()).parts) == 3
@@ -115,3 +117,18 @@ def test_the_page_harmonizes_plays_and_regenerates(tmp_path: Path, monkeypatch: 
     next(b for b in at.button if b.label == "Harmonize").click().run()
     assert not at.exception and not at.error
     assert next(b for b in at.button if b.label.startswith("Regenerate")).disabled
+
+
+@pytest.mark.skipif(not jsb_path().exists(), reason="JSB chorales not in ../shared/datasets")
+def test_the_harmonizer_commands_train_and_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "harmonizer-tiny"
+    train = ["train", "--model", "harmonizer", "--preset", "harmonizer-tiny", "--steps", "3", "--batch", "2",
+             "--valid-every", "3", "--out", str(out)]  # fmt: skip
+    assert main(train) == 0 and (out / "model.safetensors").is_file()
+    report = tmp_path / "nll.json"
+    evaluation = ["eval", "--harmonizer", "--model", str(out), "--max-frames", "16", "--orderings", "2",
+                  "--out", str(report)]  # fmt: skip
+    assert main(evaluation) == 0
+    scores = json.loads(report.read_text())
+    assert scores["frames_scored"] == 16 and scores["jsb_test_nll"] > 0 and scores["coconet_published_nll"] == 0.57
+    assert "nats/frame" in capsys.readouterr().out

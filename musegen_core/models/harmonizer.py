@@ -49,7 +49,7 @@ from musegen_core.music import Note, Part, Piece
 FAMILY = "harmonizer"  # config.json's "family": not a generator family, so the model registry leaves it out
 SHIPPED_NAME = "harmonizer-bach"
 VOICES = ("Soprano", "Alto", "Tenor", "Bass")
-VOICE_PROGRAMS = (52, 52, 52, 52)  # General MIDI "Choir Aahs" (0-based)
+VOICE_PROGRAMS = (40, 41, 42, 43)  # General MIDI violin, viola, cello, contrabass: one instrument per voice
 STEPS_PER_BEAT = 4  # 16th notes
 MIN_PITCH, MAX_PITCH = 36, 81  # JSB train split (Jsb16thSeparated), all voices
 SOPRANO_RANGE = (60, 81)  # JSB train split, soprano
