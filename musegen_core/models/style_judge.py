@@ -1,6 +1,6 @@
 """Style judge: how much a stretch of melody sounds like each corpus style, read from its tokens. Generation uses it
-for *style focus*: above style strength 1, several candidate takes are sampled and the judge keeps the one that
-sounds most like the asked style (`generate.continue_melody`), in every model family alike.
+for *style focus*: above style strength 1, several candidates are sampled for each bar and the judge keeps the one
+whose bars so far sound most like the asked style (`generate.continue_melody`), in every model family alike.
 
 It is deliberately **not** the style classifier that `musegen eval` and `bench/controls.py` score takes with
 (`evaluation/style_classifier.py`, 77 hand-made features into a small MLP, no code or weights shared with

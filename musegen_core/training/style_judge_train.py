@@ -115,12 +115,12 @@ def card_text(config: JudgeConfig, training: dict, metrics: dict, info: dict) ->
     )
     licences = "\n".join(f"- {licence}" for licence in info["trained_on"])
     cleared = "cleared" if info["commercial_use_cleared"] else "NOT cleared (Essen is non-commercial)"
-    return f"""# style-judge — picks the candidate take that sounds most like the asked style
+    return f"""# style-judge — picks the candidate bar that sounds most like the asked style
 
-Used by every model family at style strength above 1 (*style focus*): several takes are sampled and this judge keeps
-the one it finds most typical of the asked style. Not a generator (the picker leaves it out), and **not** the
-independent style classifier that benches score takes with: a {len(config.dilations)}-layer dilated convolutional
-network ({training["parameters"]:,} parameters) over the note sequence, each note relative to the window's median
+Used by every model family at style strength above 1 (*style focus*): for each bar, several candidates are sampled
+and this judge keeps the one whose bars so far it finds most typical of the asked style. Not a generator (the picker
+leaves it out), and **not** the independent style classifier that benches score takes with: a
+{len(config.dilations)}-layer dilated convolutional network ({training["parameters"]:,} parameters) over the note sequence, each note relative to the window's median
 pitch, plus the position in the bar (`musegen_core/models/style_judge.py`).
 
 ## Data and licences
