@@ -312,14 +312,3 @@ def run(args: argparse.Namespace) -> int:
     print(f"{args.split}: {result[f'jsb_{args.split}_nll']:.4f} nats/frame (baseline {result['baseline_nll']:.4f}, "
           f"Coconet published {COCONET_PUBLISHED_NLL}); wrote {args.out}")  # fmt: skip
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    return args.run(args)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

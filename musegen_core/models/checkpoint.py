@@ -192,7 +192,36 @@ def load_checkpoint(folder: Path | str) -> Checkpoint:
     return Checkpoint(model.eval(), meta)
 
 
+def load_standalone(folder: Path | str, family: str, config_class: type, module_class: type, *, encoded: bool = True):
+    """Load a checkpoint written by `save_checkpoint` for a model that is not a melody generator (the style judge,
+    the harmonizer: kept out of `families()`, so the registry and the model picker never list them), in eval mode.
+
+    `encoded`: the model reads the shared token encoding, so `encoding_version` must match too.
+
+    Raises:
+        CheckpointError: missing files, another family or format, a bad config, or weights that do not match
+            config.json (sha256, keys, shapes).
+    """
+    folder = Path(folder)
+    try:
+        meta = json.loads((folder / CONFIG).read_text())
+        config = config_class.from_dict(meta["model"])
+        model = module_class(config)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise CheckpointError(f"no readable {family} in {folder} ({error})") from None
+    expected = {"family": family, "format_version": FORMAT_VERSION}
+    expected |= {"encoding_version": encoding.ENCODING_VERSION} if encoded else {}
+    wrong = {key: meta.get(key) for key, value in expected.items() if meta.get(key) != value}
+    if wrong:
+        raise CheckpointError(f"{folder / CONFIG} does not match this code ({wrong}); retrain the {family}")
+    if not (folder / WEIGHTS).is_file() or file_sha256(folder / WEIGHTS) != meta.get("sha256"):
+        raise CheckpointError(f"{folder / WEIGHTS} is missing or does not match config.json's sha256")
+    load_state_strictly(model, folder / WEIGHTS)
+    return model.eval()
+
+
 def load_state_strictly(model: torch.nn.Module, weights: Path) -> None:
+    """Load safetensors `weights` into `model`, refusing missing or unexpected keys and wrong shapes by name."""
     try:
         state = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError) as error:

@@ -30,7 +30,6 @@ the model registry and the picker leave it out (like the style judge).
 from __future__ import annotations
 
 import functools
-import json
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -40,9 +39,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from musegen_core.errors import CheckpointError, ControlError
-from musegen_core.hashing import file_sha256
-from musegen_core.models.checkpoint import CONFIG, FORMAT_VERSION, WEIGHTS, load_state_strictly, save_checkpoint
+from musegen_core.errors import ControlError
+from musegen_core.models.checkpoint import load_standalone, save_checkpoint
 from musegen_core.models.config import StrictConfig
 from musegen_core.music import Note, Part, Piece
 
@@ -423,43 +421,17 @@ def save_harmonizer(
 
 
 def load_harmonizer(folder: Path | str) -> Harmonizer:
-    """Load a harmonizer written by `save_harmonizer`, in eval mode, on the CPU.
-
-    It checks the format version, the family and the weights' sha256, and loads the weights strictly. (Unlike the
-    melody models it does not check the token-encoding version: the harmonizer does not use that encoding.)
-
-    Raises:
-        CheckpointError: missing files, another family or format, or weights that do not match config.json.
-    """
-    folder = Path(folder)
-    try:
-        meta = json.loads((folder / CONFIG).read_text())
-        config = HarmonizerConfig.from_dict(meta["model"])
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise CheckpointError(f"no readable harmonizer in {folder} ({error})") from None
-    expected = {"family": FAMILY, "format_version": FORMAT_VERSION}
-    wrong = {key: meta.get(key) for key, value in expected.items() if meta.get(key) != value}
-    if wrong:
-        raise CheckpointError(f"{folder / CONFIG} does not match this code ({wrong}); retrain the harmonizer")
-    if not (folder / WEIGHTS).is_file() or file_sha256(folder / WEIGHTS) != meta.get("sha256"):
-        raise CheckpointError(f"{folder / WEIGHTS} is missing or does not match config.json's sha256")
-    try:
-        model = Harmonizer(config)
-    except ValueError as error:
-        raise CheckpointError(f"{folder / CONFIG}: {error}") from None
-    load_state_strictly(model, folder / WEIGHTS)
-    return model.eval()
+    """Load a harmonizer written by `save_harmonizer`, in eval mode, on the CPU (`checkpoint.load_standalone`; no
+    token-encoding version to check: the harmonizer does not use that encoding)."""
+    return load_standalone(folder, FAMILY, HarmonizerConfig, Harmonizer, encoded=False)
 
 
 def shipped_harmonizer() -> Harmonizer:
-    """The shipped harmonizer: `harmonizer-bach/` in the models directory, else in the repository's `models/`.
-    Loaded once per process and shared (sampling never changes it)."""
-    from musegen_core.models.registry import models_dir
+    """The shipped harmonizer (`registry.shipped_folder`), loaded once per process and shared (sampling never
+    changes it)."""
+    from musegen_core.models.registry import shipped_folder
 
-    folder = models_dir() / SHIPPED_NAME
-    if not (folder / CONFIG).is_file():
-        folder = Path(__file__).resolve().parents[2] / "models" / SHIPPED_NAME
-    return _cached_harmonizer(str(folder))
+    return _cached_harmonizer(str(shipped_folder(SHIPPED_NAME)))
 
 
 @functools.lru_cache(maxsize=4)

@@ -106,6 +106,13 @@ def models_dir() -> Path:
     return Path(override) if override else Path(__file__).resolve().parents[2] / "models"
 
 
+def shipped_folder(name: str) -> Path:
+    """Folder `name` in the models directory, else in the repository's `models/` — for the models that ship with the
+    code rather than being picked (style judge, harmonizer): an operator's own models directory need not copy them."""
+    folder = models_dir() / name
+    return folder if (folder / CONFIG).is_file() else Path(__file__).resolve().parents[2] / "models" / name
+
+
 def user_models_dir() -> Path:
     """Where fine-tuned versions and the user's promotions live: `$MUSEGEN_USER_MODELS_DIR`, else `models/` in the
     data directory (`$MUSEGEN_DATA_DIR`, else `$XDG_DATA_HOME/musegen`, else `~/.local/share/musegen`: the same

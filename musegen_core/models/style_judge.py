@@ -21,7 +21,6 @@ takes start on a bar line.
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +31,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from musegen_core import encoding
-from musegen_core.errors import CheckpointError
-from musegen_core.hashing import file_sha256
-from musegen_core.models.checkpoint import CONFIG, FORMAT_VERSION, WEIGHTS, load_state_strictly
+from musegen_core.models.checkpoint import load_standalone
 from musegen_core.models.config import StrictConfig
 
 FAMILY = "style-judge"  # config.json's "family": not a generator family, so the model registry leaves it out
@@ -139,37 +136,15 @@ def batch_inputs(
 
 
 def load_judge(folder: Path | str) -> StyleJudge:
-    """Load a judge written by `training/style_judge_train.py` (through `checkpoint.save_checkpoint`), in eval mode.
-
-    Raises:
-        CheckpointError: missing files, another family or format, or weights that do not match config.json.
-    """
-    folder = Path(folder)
-    try:
-        meta = json.loads((folder / CONFIG).read_text())
-        config = JudgeConfig.from_dict(meta["model"])
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise CheckpointError(f"no readable style judge in {folder} ({error})") from None
-    expected = {"family": FAMILY, "format_version": FORMAT_VERSION, "encoding_version": encoding.ENCODING_VERSION}
-    wrong = {key: meta.get(key) for key, value in expected.items() if meta.get(key) != value}
-    if wrong:
-        raise CheckpointError(f"{folder / CONFIG} does not match this code ({wrong}); retrain the judge")
-    if not (folder / WEIGHTS).is_file() or file_sha256(folder / WEIGHTS) != meta.get("sha256"):
-        raise CheckpointError(f"{folder / WEIGHTS} is missing or does not match config.json's sha256")
-    judge = StyleJudge(config)
-    load_state_strictly(judge, folder / WEIGHTS)
-    return judge.eval()
+    """Load a judge written by `training/style_judge_train.py`, in eval mode (`checkpoint.load_standalone`)."""
+    return load_standalone(folder, FAMILY, JudgeConfig, StyleJudge)
 
 
 def shipped_judge() -> StyleJudge:
-    """The shipped judge: `style-judge/` in the models directory, else in the repository's `models/` (a models
-    directory of the operator's own need not copy it). Loaded once per process and shared by every session."""
-    from musegen_core.models.registry import models_dir
+    """The shipped judge (`registry.shipped_folder`), loaded once per process and shared by every session."""
+    from musegen_core.models.registry import shipped_folder
 
-    folder = models_dir() / SHIPPED_NAME
-    if not (folder / CONFIG).is_file():
-        folder = Path(__file__).resolve().parents[2] / "models" / SHIPPED_NAME
-    return _cached_judge(str(folder))
+    return _cached_judge(str(shipped_folder(SHIPPED_NAME)))
 
 
 @functools.lru_cache(maxsize=4)

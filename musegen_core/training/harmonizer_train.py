@@ -217,7 +217,7 @@ def train_harmonizer(args: argparse.Namespace) -> dict:
                         valid_every=args.valid_every)  # fmt: skip
     metrics = {"valid_orderless_nll_nats_per_frame": round(record["valid_nll"], 4)}
     training = record | {
-        "command": f"python -m musegen_core.training.harmonizer_train --preset {args.preset} --steps {args.steps} "
+        "command": f"musegen train --model harmonizer --preset {args.preset} --steps {args.steps} "
         f"--max-minutes {args.max_minutes} --seed {args.seed}",
         "preset": args.preset, "seed": args.seed, "device": device.type, "cpu": cpu_name(),
         "torch_threads": torch.get_num_threads(), "parameters": sum(p.numel() for p in model.parameters()),
@@ -305,14 +305,3 @@ def run(args: argparse.Namespace) -> int:
     metrics = train_harmonizer(args)
     print(f"wrote {args.out}: valid NLL {metrics['valid_orderless_nll_nats_per_frame']:.4f} nats/frame")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    return args.run(args)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
