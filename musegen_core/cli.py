@@ -185,7 +185,7 @@ def _add_control_arguments(parser: argparse.ArgumentParser) -> None:
     add("--mix-style", default=None, help="a second style to blend in (with --mix)")
     add("--mix", type=float, default=0.0, help="weight of --mix-style, 0–1")
     add("--style-strength", type=float, default=None,
-        help="0–4: 1 as trained; higher leans on --style and keeps the most typical of 2**(s-1) takes (2)")  # fmt: skip
+        help="0–4: 1 as trained; higher leans on --style; above 2 keeps the likeliest of 2-16 bars (2)")  # fmt: skip
     add("--mood", choices=sorted(MOODS), default=None, help="sets --valence and --energy (which then fine-tune it)")
     add("--valence", type=float, default=None, help="-1 sad … +1 happy")
     add("--energy", type=float, default=None, help="-1 calm … +1 energetic")
