@@ -16,9 +16,9 @@ Style recognisability: an independent classifier (`evaluation/style_classifier.p
 classifies 8-bar continuations of `--style-takes` test excerpts (requested style = the excerpt's) and the same
 excerpts' real next 8 bars; and, harder, continuations asked for a *different* style than the prime's — at style
 strength 1 (plain conditioning), at the default strength and at the strongest. Above 1, style strength is classifier-
-free guidance (not for the GAN; the VAE also pulls its latent towards the style's centroid) plus *style focus*: a
-separately trained style judge (`models/style_judge.py`, not this classifier) keeps the most typical of several
-candidates for each bar above strength 2 (`generate.focus_candidates`; `bench/style_focus.py` measured it on valid excerpts).
+free guidance (not for the GAN; the VAE also pulls its latent towards the style's centroid); above 2 also *style
+focus*: a separately trained style judge (`models/style_judge.py`, not this classifier) keeps the most typical of
+several candidates for each bar (`generate.focus_candidates`; `bench/style_focus.py` measured it on valid excerpts).
 
     .venv/bin/python bench/controls.py [--takes 50] [--bars 4] [--families lstm,transformer,vae,gan]
 
