@@ -233,6 +233,19 @@ def _hit_line(who: str, asked: str, rates: dict) -> str:
     return f"| {who} | {asked} | {rates['hit_rate']:.3f} | {rates['hit_rate_merged']:.3f} | {per_style} |"
 
 
+def updated(previous: dict, result: dict) -> dict:
+    """`previous` report with the families of `result` replaced (same protocol); `family_created` says when each
+    family's entries were measured."""
+    if previous.get("protocol") != result["protocol"]:
+        raise SystemExit("--update needs the same protocol (takes, bars, style takes, seed) as the report it updates")
+    created = previous.get("family_created") or dict.fromkeys(previous["models"], previous["created"])
+    merged = previous | {key: previous[key] | result[key] for key in ("models", "sweeps", "style_recognition")}
+    return merged | {
+        "created": result["created"],
+        "family_created": created | dict.fromkeys(result["models"], result["created"]),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--takes", type=int, default=50, help="takes per setting (one per test excerpt)")
@@ -241,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--families", default=",".join(FAMILIES))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=RESULTS)
+    parser.add_argument("--update", action="store_true", help="replace only --families' entries in the --json report")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     started = time.perf_counter()
@@ -279,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
             style_recognition(model, classifier, style_excerpts, args.seed, strength)
             for strength in sorted({1.0, Controls().style_strength, STYLE_STRENGTH_RANGE[1]})
         ]
+    if args.update:
+        result = updated(json.loads(args.json.read_text()), result)
     for key, field in (("spearman", "spearman_means"), ("spearman_per_prime", "spearman_per_prime"),
                        ("spearman_takes", "spearman_takes")):  # fmt: skip
         result[key] = {f: {c: r[field] for c, r in rows.items()} for f, rows in result["sweeps"].items()}

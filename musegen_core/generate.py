@@ -81,6 +81,8 @@ def continue_melody(
     """
     controls = _merged(controls, values)
     style = _model_style(model, controls)
+    if controls.style_strength == 0 and model.family in UNGUIDED_FAMILIES:
+        style = None  # strength 0 ignores the style in every family (guided ones get there through guidance 0)
     melody = _melody_part(prime, part_index)
     context, positions, start_step = _model_inputs(melody, controls.bars)
     steering = steering_table(controls, *_meter_steps(melody), key_of(melody))

@@ -262,9 +262,9 @@ def test_style_strength_zero_is_any_style_one_is_plain_and_more_differs(family):
         return continue_melody(model, prime(), Controls(bars=2, seed=5, **values)).generated.parts[0].notes
 
     any_style, plain = notes(), notes(style="irish", style_strength=1.0)
-    if family == "gan":  # no guidance for the GAN (measured: no clearer style): up to 1 nothing changes
-        assert notes(style="irish", style_strength=0.0) == plain
+    assert notes(style="irish", style_strength=0.0) == any_style
+    if family == "gan":  # no guidance for the GAN (measured: no clearer style), and no focus up to 2
+        assert notes(style="irish", style_strength=2.0) == plain
     else:
-        assert notes(style="irish", style_strength=0.0) == any_style
         assert notes(style="irish", style_strength=4.0) != plain
     assert notes(style_strength=3.0) == any_style  # no style: nothing to lean on
