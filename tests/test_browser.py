@@ -51,11 +51,11 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _wait_healthy(url: str, server: subprocess.Popen, timeout_s: float = 60) -> None:
+def _wait_healthy(url: str, server: subprocess.Popen, log: Path, timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise RuntimeError(f"streamlit exited early: {server.stdout.read() if server.stdout else ''}")
+            raise RuntimeError(f"streamlit exited early: {log.read_text()}")
         try:
             with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
                 if response.status == 200:
@@ -67,14 +67,18 @@ def _wait_healthy(url: str, server: subprocess.Popen, timeout_s: float = 60) -> 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    db_url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'ratings.sqlite3'}"
+    folder = tmp_path_factory.mktemp("db")
+    db_url = f"sqlite:///{folder / 'ratings.sqlite3'}"
     port = _free_port()
     command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)]
     env = {**os.environ, "MUSEGEN_DB_URL": db_url}
-    server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # The server's log goes to a file: a pipe nobody reads fills up (64 KB) and then blocks the server for good —
+    # after five tests' worth of log lines a page load hung here.
+    log = (folder / "streamlit.log").open("w")
+    server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://localhost:{port}"
     try:
-        _wait_healthy(url, server)
+        _wait_healthy(url, server, folder / "streamlit.log")
         yield url, db_url
     finally:
         server.terminate()
@@ -83,6 +87,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
         except subprocess.TimeoutExpired:  # a script thread still busy (e.g. a gallery being computed): stop it
             server.kill()
             server.wait(timeout=20)
+        log.close()
 
 
 @pytest.fixture
