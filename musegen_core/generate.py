@@ -87,16 +87,16 @@ def continue_melody(
     context, positions, start_step = _model_inputs(melody, controls.bars)
     steering = steering_table(controls, *_meter_steps(melody), key_of(melody))
 
-    def sample(done: np.ndarray, steps: int, generator: torch.Generator) -> np.ndarray:
-        """`steps` new tokens after the context and the tokens `done` so far."""
+    def sample(done: np.ndarray, steps: int, generators: list[torch.Generator]) -> np.ndarray:
+        """(candidates, steps) new tokens after the context and the tokens `done` so far, one row per generator."""
         known = np.concatenate([context, done])
-        return model.generate(
+        return model.generate_many(
             torch.from_numpy(known),
             torch.from_numpy(positions[: len(known) + steps]),
             steps,
+            generators=generators,
             temperature=controls.temperature,
             top_p=controls.top_p,
-            generator=generator,
             style=style,
             steering=steering,
             guidance=_guidance(model, controls),
@@ -107,7 +107,7 @@ def continue_melody(
     generators = [torch.Generator().manual_seed(seed) for seed in seeds]
     total = len(positions) - len(context)
     if len(generators) == 1:
-        new = sample(np.empty(0, dtype=np.int64), total, generators[0])
+        new = sample(np.empty(0, dtype=np.int64), total, generators)[0]
     else:
         new = _focused(sample, generators, total, _meter_steps(melody)[0], _judge_target(model, style))
     melody = replace(melody, tempo_bpm=steered_tempo(controls, melody.tempo_bpm))
@@ -126,13 +126,13 @@ def focus_candidates(style_strength: float) -> int:
 
 
 def _focused(sample, generators: list[torch.Generator], total: int, bar_steps: int, target: dict) -> np.ndarray:
-    """Style focus, bar by bar: each candidate's generator writes the next bar after the bars kept so far, and the
-    style judge keeps the candidate whose bars so far sound most like the target. `sample(done, steps, generator)`
-    writes `steps` tokens after `done`."""
+    """Style focus, bar by bar: each candidate's generator writes the next bar after the bars kept so far (all
+    candidates in one batch), and the style judge keeps the candidate whose bars so far sound most like the target.
+    `sample(done, steps, generators)` writes `steps` tokens after `done`, one row per generator."""
     kept = np.empty(0, dtype=np.int64)
     while len(kept) < total:
-        steps = min(bar_steps, total - len(kept))
-        kept = _most_in_style([np.concatenate([kept, sample(kept, steps, g)]) for g in generators], bar_steps, target)
+        bars = sample(kept, min(bar_steps, total - len(kept)), generators)
+        kept = _most_in_style([np.concatenate([kept, bar]) for bar in bars], bar_steps, target)
     return kept
 
 

@@ -163,8 +163,8 @@ class _SameEveryTime:
 
     family, styles = "lstm", ()
 
-    def generate(self, context, positions, steps, **_) -> torch.Tensor:
-        return torch.full((steps,), encoding.REST, dtype=torch.long)
+    def generate_many(self, context, positions, steps, *, generators, **_) -> torch.Tensor:
+        return torch.full((len(generators), steps), encoding.REST, dtype=torch.long)
 
 
 def test_identical_takes_move_b_to_the_next_seeds() -> None:

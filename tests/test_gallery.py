@@ -101,8 +101,8 @@ class StyleBlind:
     def __init__(self) -> None:
         self.model = tiny()
 
-    def generate(self, context, positions, steps, *, style=None, **controls):
-        return self.model.generate(context, positions, steps, **controls)
+    def generate_many(self, context, positions, steps, *, style=None, **controls):
+        return self.model.generate_many(context, positions, steps, **controls)
 
 
 def test_takes_with_the_same_notes_say_so() -> None:

@@ -14,6 +14,7 @@ from musegen_core import encoding
 from musegen_core.models import gan
 from musegen_core.models.checkpoint import load_checkpoint, save_checkpoint
 from musegen_core.models.registry import models_dir
+from musegen_core.models.style import StyleMix
 from musegen_core.training import gan_train
 from musegen_core.training.corpus import Tune
 
@@ -52,6 +53,30 @@ def test_generate_is_deterministic_and_well_formed():
     assert not torch.equal(take, other)
     assert int(take.min()) >= 0 and int(take.max()) < encoding.VOCAB_SIZE
     assert all(n.duration_beats > 0 for n in encoding.tokens_to_notes(take.numpy()))
+
+
+@pytest.mark.parametrize(
+    ("style", "guidance", "steered"),
+    [(1, 1.0, False), (None, 1.0, False), (0, 2.0, True), (StyleMix(0, 1, 0.3), 1.0, False)],
+)
+def test_many_takes_at_once_are_the_takes_of_their_seeds(style, guidance, steered):
+    model, (context, positions) = tiny(), inputs(bars=3)
+    steering = torch.zeros(16, encoding.VOCAB_SIZE)
+    steering[:, encoding.REST] = 2.0 if steered else 0.0
+    options = {"style": style, "guidance": guidance, "steering": steering, "temperature": 1.3}
+    many = model.generate_many(context, positions, 48, generators=[torch.Generator().manual_seed(s) for s in (3, 4, 5)],
+                               **options)  # fmt: skip
+    alone = [
+        model.generate(context, positions, 48, generator=torch.Generator().manual_seed(s), **options) for s in (3, 4, 5)
+    ]
+    assert many.shape == (3, 48) and torch.equal(many, torch.stack(alone))
+    assert not torch.equal(many[0], many[1])
+
+
+def test_many_takes_need_a_generator():
+    context, positions = inputs()
+    with pytest.raises(ValueError, match="received none"):
+        tiny().generate_many(context, positions, 32, generators=[])
 
 
 def test_generate_refuses_a_style_out_of_range():

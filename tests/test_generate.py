@@ -51,9 +51,9 @@ class Spy:
     def __init__(self, model: MelodyLSTM) -> None:
         self.model, self.calls, self.styles = model, [], model.styles
 
-    def generate(self, context, positions, steps, **controls):
+    def generate_many(self, context, positions, steps, **controls):
         self.calls.append((context, positions, steps))
-        return self.model.generate(context, positions, steps, **controls)
+        return self.model.generate_many(context, positions, steps, **controls)
 
 
 @pytest.fixture(scope="module")

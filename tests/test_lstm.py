@@ -9,11 +9,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from musegen_core import encoding
+from musegen_core.controls import Controls, steering_table
 from musegen_core.errors import CheckpointError
 from musegen_core.hashing import file_sha256
 from musegen_core.models import checkpoint, registry
 from musegen_core.models.lstm import PRESETS, LSTMConfig, MelodyLSTM, _Stepper
-from musegen_core.models.style import StyleMix, style_rows
+from musegen_core.models.style import StyleMix, repeat_rows, style_rows
+from musegen_core.music import Key
 
 TINY = PRESETS["lstm-tiny"]
 CARD = "# tiny\n\ntest model card\n"
@@ -55,18 +57,24 @@ def test_stepping_with_state_matches_a_whole_sequence():
     torch.testing.assert_close(torch.cat([first, rest], dim=1), whole)
 
 
+def stepped_logits(model: MelodyLSTM, tokens: torch.Tensor, positions: torch.Tensor, rows=None) -> torch.Tensor:
+    """(batch, time, vocab) logits of the module on the first step, then of `_Stepper` on all rows at once."""
+    logits, state = model(tokens[:, :1], positions[:, :1], styles=repeat_rows(rows, len(tokens)))
+    extra = model.style_embedding(rows, 1) if model.style_embedding is not None else None
+    stepper = _Stepper(model, model.lstm, extra, state)
+    stepped = [stepper.step(tokens[:, t], int(positions[0, t])) for t in range(1, tokens.shape[1])]
+    return torch.stack([logits[:, 0], *stepped], dim=1)
+
+
 @pytest.mark.parametrize("preset", ["lstm-tiny", "lstm-small"])
 @torch.inference_mode()
 def test_fast_stepping_matches_the_lstm_module(preset):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = MelodyLSTM(PRESETS[preset]).eval()
-    tokens, positions = inputs(1, 10)
+    tokens, positions = inputs(3, 10)  # three different sequences stepped together
     expected, _ = model(tokens, positions)
-    logits, (h, c) = model(tokens[:, :1], positions[:, :1])
-    stepper, state = _Stepper(model), (list(h[:, 0]), list(c[:, 0]))
-    stepped = [logits[0, 0]] + [stepper.step(int(tokens[0, t]), int(positions[0, t]), state) for t in range(1, 10)]
-    torch.testing.assert_close(torch.stack(stepped), expected[0], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(stepped_logits(model, tokens, positions), expected, atol=1e-5, rtol=1e-4)
 
 
 def test_config_round_trips_and_refuses_unknown_or_missing_fields():
@@ -275,13 +283,10 @@ def test_style_changes_the_logits_and_none_is_the_any_style_row():
 @pytest.mark.parametrize("style", [None, 0, 1, StyleMix(0, 1, 0.3)])
 @torch.inference_mode()
 def test_fast_stepping_matches_the_lstm_module_with_a_style(style):
-    model, (tokens, positions) = styled_model(), inputs(1, 10)
+    model, (tokens, positions) = styled_model(), inputs(2, 10)
     rows = style_rows(model.style_embedding, style, "lstm", torch.device("cpu"))
-    expected, _ = model(tokens, positions, styles=rows)
-    logits, (h, c) = model(tokens[:, :1], positions[:, :1], styles=rows)
-    stepper, state = _Stepper(model, rows), (list(h[:, 0]), list(c[:, 0]))
-    stepped = [logits[0, 0]] + [stepper.step(int(tokens[0, t]), int(positions[0, t]), state) for t in range(1, 10)]
-    torch.testing.assert_close(torch.stack(stepped), expected[0], atol=1e-5, rtol=1e-4)
+    expected, _ = model(tokens, positions, styles=repeat_rows(rows, 2))
+    torch.testing.assert_close(stepped_logits(model, tokens, positions, rows), expected, atol=1e-5, rtol=1e-4)
 
 
 def test_generate_takes_a_style_index_and_refuses_a_bad_one():
@@ -299,3 +304,47 @@ def test_generate_takes_a_style_index_and_refuses_a_bad_one():
         take(model, 2)
     with pytest.raises(ValueError, match="no style conditioning"):
         take(tiny_model(), 0)
+
+
+# --- several takes at once ------------------------------------------------------------------------------------
+
+STEERING = steering_table(Controls(density=1.0, low=60, high=72, scale_pull=1.0), 16, 4, Key(0))
+
+
+def seeded(*seeds: int) -> list[torch.Generator]:
+    return [torch.Generator().manual_seed(seed) for seed in seeds]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"style": 0},
+        {"style": StyleMix(0, 1, 0.3), "temperature": 0.8},
+        {"style": 1, "guidance": 2.5},
+        {"style": 0, "steering": STEERING, "top_p": 0.9},
+    ],
+)
+def test_each_take_of_generate_many_is_the_single_take_with_its_seed(options):
+    model = styled_model()
+    with torch.no_grad():  # an untrained model is near-uniform: make the style and the steps matter
+        model.head.weight.mul_(30)
+        model.style_embedding.table.weight.mul_(10)
+    context, positions = torch.tensor([19, 1, 1, 1, 23, 1]), torch.arange(6 + 40) % 16
+    seeds = (3, 1, 4, 1, 5)
+    takes = model.generate_many(context, positions, 40, generators=seeded(*seeds), **options)
+    assert takes.shape == (5, 40) and takes.dtype == torch.int64
+    for take, seed in zip(takes, seeds, strict=True):
+        assert torch.equal(take, model.generate(context, positions, 40, generator=seeded(seed)[0], **options))
+    assert not torch.equal(takes[0], takes[1]) and torch.equal(takes[1], takes[3])  # same seed, same take
+
+
+def test_generate_many_returns_takes_by_steps_and_refuses_a_bad_generators_list():
+    model, context, positions = tiny_model(), torch.tensor([19, 1]), torch.arange(2 + 8) % 16
+    assert model.generate_many(context, positions, 8, generators=[None, *seeded(1, 2)]).shape == (3, 8)
+    with pytest.raises(ValueError, match=r"one generator .* per take \(received none\)"):
+        model.generate_many(context, positions, 8, generators=[])
+    with pytest.raises(ValueError, match="received a single generator"):
+        model.generate_many(context, positions, 8, generators=torch.Generator())
+    with pytest.raises(ValueError, match=r"CPU torch\.Generator or None \(received 7\)"):
+        model.generate_many(context, positions, 8, generators=[torch.Generator(), 7])

@@ -54,8 +54,19 @@ def test_sample_never_draws_a_filtered_token():
     assert {int(sampling.sample(filtered, generator)) for _ in range(200)} == {0}
 
 
-def test_next_token_filters_then_draws_on_the_cpu():
+def test_next_tokens_filters_then_draws_each_row_with_its_own_generator():
     row = torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05]))
-    assert sampling.next_token(row, 1.0, 0.5, torch.Generator().manual_seed(0)) == 0  # top_p leaves one token
-    draws = [sampling.next_token(row, 5.0, 1.0, torch.Generator().manual_seed(s)) for s in range(200)]
-    assert set(draws) == {0, 1, 2, 3}  # a hot temperature reaches every token
+    one = [torch.Generator().manual_seed(0)]
+    assert sampling.next_tokens(row[None], 1.0, 0.5, one).tolist() == [0]  # top_p leaves one token
+    draws = sampling.next_tokens(row.expand(200, -1), 5.0, 1.0, [torch.Generator().manual_seed(s) for s in range(200)])
+    assert set(draws.tolist()) == {0, 1, 2, 3}  # a hot temperature reaches every token
+    alone = [int(sampling.next_tokens(row[None], 5.0, 1.0, [torch.Generator().manual_seed(s)])[0]) for s in range(200)]
+    assert draws.tolist() == alone  # row i draws what a batch of one draws with the same seed
+
+
+def test_next_tokens_applies_a_shared_steering_row_and_wants_a_generator_per_row():
+    rows = torch.zeros(3, 4)
+    forbid_all_but_2 = torch.tensor([float("-inf"), float("-inf"), 0.0, float("-inf")])
+    assert sampling.next_tokens(rows, 1.0, 1.0, [None] * 3, forbid_all_but_2).tolist() == [2, 2, 2]
+    with pytest.raises(ValueError, match="one generator per row"):
+        sampling.next_tokens(rows, 1.0, 1.0, [None] * 2)

@@ -93,7 +93,7 @@ def test_fast_stepper_matches_the_cached_forward(preset):
     cache = KVCache(config, 1, torch.device("cpu"), torch.float32)
     first, _ = model(tokens[:, :3], positions[:, :3], rows, cache)
     stepper = _Stepper(model, rows)
-    stepped = [stepper.step(int(tokens[0, t]), int(positions[0, t]), cache)[0] for t in range(3, 40)]
+    stepped = [stepper.step(tokens[:, t], int(positions[0, t]), cache)[0] for t in range(3, 40)]
     torch.testing.assert_close(torch.cat([first[0], torch.stack(stepped)]), expected[0], atol=1e-4, rtol=1e-4)
 
 
@@ -107,8 +107,9 @@ def test_a_batch_of_style_rows_steps_like_each_row_alone():
         """(steps, len(rows), vocab) logits of steps 3..19 read with one stepper over the rows."""
         cache = KVCache(config, len(rows), torch.device("cpu"), torch.float32)
         model(tokens[:, :3].expand(len(rows), -1), positions[:, :3].expand(len(rows), -1), rows, cache)
-        stepper = _Stepper(model, rows, len(rows))
-        return torch.stack([stepper.step(int(tokens[0, t]), int(positions[0, t]), cache) for t in range(3, 20)])
+        stepper = _Stepper(model, rows)
+        steps = [stepper.step(tokens[:, t].expand(len(rows)), int(positions[0, t]), cache) for t in range(3, 20)]
+        return torch.stack(steps)
 
     both = run(torch.tensor([1, 2]))  # bach_chorale, any style
     torch.testing.assert_close(both[:, 0], run(torch.tensor([1]))[:, 0], atol=1e-5, rtol=1e-5)
@@ -135,6 +136,59 @@ def test_generation_with_the_cache_equals_generation_without(style):
     assert take(True) == take(False)
     assert take(True) == take(True) and take(True) != take(True, seed=5)
     assert len(take(True)) == 40 and all(0 <= t < encoding.VOCAB_SIZE for t in take(True))
+
+
+@pytest.mark.parametrize(
+    ("config", "style", "guidance", "known", "steps"),
+    [
+        (TINY, None, 1.0, 6, 30),
+        (STYLED, None, 1.0, 6, 30),
+        (STYLED, 1, 1.0, 12, 30),  # a context longer than the 8-step window
+        (STYLED, 0, 2.0, 6, 30),
+        (STYLED, StyleMix(0, 1, 0.3), 1.5, 3, 30),
+        (STYLED, 0, 2.0, 3, 4),  # within the window: a cache of 7 slots, not 8
+    ],
+    ids=["plain", "any-style", "styled", "guided", "mix-guided", "short"],
+)
+def test_many_takes_at_once_are_the_takes_of_their_seeds(config, style, guidance, known, steps):
+    """Take i of a batch is what `generate` writes with generator i alone, with or without the cache: each generator
+    draws one token per step either way."""
+    model, seeds = model_of(config), (3, 4, 5, 6)
+    context, positions = torch.tensor([19, 1, 1, 1, 21, 1] * 2)[:known], torch.arange(known + steps) % 12
+    steering = torch.zeros(12, encoding.VOCAB_SIZE)
+    steering[:, encoding.HOLD] = 1.5
+    options = {"style": style, "guidance": guidance, "steering": steering, "temperature": 1.3, "top_p": 0.95}
+
+    def many(use_cache: bool) -> torch.Tensor:
+        generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+        return model.generate_many(context, positions, steps, generators=generators, use_cache=use_cache, **options)
+
+    cached = many(True)
+    alone = [
+        model.generate(context, positions, steps, generator=torch.Generator().manual_seed(s), **options) for s in seeds
+    ]
+    assert cached.shape == (len(seeds), steps) and cached.dtype == torch.int64
+    assert torch.equal(cached, torch.stack(alone)) and torch.equal(many(False), cached)
+    assert len({tuple(take) for take in cached.tolist()}) == len(seeds)
+
+
+def test_many_takes_need_a_generator():
+    context, positions = torch.tensor([19, 1]), torch.arange(2 + 8) % 12
+    with pytest.raises(ValueError, match="received none"):
+        model_of().generate_many(context, positions, 8, generators=[])
+
+
+def test_a_short_cache_refuses_to_outgrow_its_slots():
+    """A cache sized for a sequence shorter than the window (as `generate_many` makes) never wraps: it refuses more."""
+    model, (tokens, positions) = model_of(), inputs(1, 6)
+    cache = KVCache(TINY, 1, torch.device("cpu"), torch.float32, length=5)
+    assert cache.keys.shape[3] == 5 and KVCache(TINY, 1, torch.device("cpu"), torch.float32, 50).keys.shape[3] == 8
+    model(tokens[:, :4], positions[:, :4], None, cache)
+    model(tokens[:, 4:5], positions[:, 4:5], None, cache)
+    with pytest.raises(ValueError, match="holds 5 steps"):
+        model(tokens[:, 5:], positions[:, 5:], None, cache)
+    with pytest.raises(ValueError, match="holds 5 steps"):
+        model(tokens, positions, None, KVCache(TINY, 1, torch.device("cpu"), torch.float32, length=5))
 
 
 def test_generate_checks_positions_and_styles():

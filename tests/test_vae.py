@@ -12,13 +12,14 @@ import pytest
 import torch
 
 from musegen_core import encoding
+from musegen_core.controls import Controls, steering_table
 from musegen_core.errors import CheckpointError, ControlError
 from musegen_core.generate import VARIATION_BARS, _latent_windows, continue_melody, interpolate, variations
 from musegen_core.models.checkpoint import load_checkpoint, save_checkpoint, write_meta
 from musegen_core.models.lstm import PRESETS as LSTM_PRESETS
 from musegen_core.models.lstm import MelodyLSTM
 from musegen_core.models.style import StyleMix
-from musegen_core.models.vae import PRESETS, START, WINDOW, MelodyVAE, VAEConfig, _Stepper, slerp
+from musegen_core.models.vae import PRESETS, START, WINDOW, MelodyVAE, VAEConfig, _decoder, slerp
 from musegen_core.music import Key, Note, Part, Piece, TimeSignature
 from musegen_core.training import card, train
 from musegen_core.training.corpus import load_corpus
@@ -309,15 +310,15 @@ def test_fast_decoder_steps_match_the_teacher_forced_decoder(layers):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = MelodyVAE(replace(PRESETS["vae-tiny"], decoder_layers=layers, styles=("irish",))).eval()
-        z = torch.randn(model.config.latent)
+        z = torch.randn(3, model.config.latent)  # three windows decoded together
     positions = torch.from_numpy(encoding.bar_positions(WINDOW, 12, 3))
-    tokens = model.sample_window(z, positions, generator=torch.Generator().manual_seed(1), style=0)
-    previous = torch.cat([torch.tensor([START]), tokens[:-1]])
+    tokens = torch.stack([model.sample_window(row, positions, generator=torch.Generator().manual_seed(1)) for row in z])
+    previous = torch.cat([torch.full((3, 1), START), tokens[:, :-1]], dim=1)
     with torch.inference_mode():
-        logits, _ = model.decode(z[None], previous[None], positions[None], torch.tensor([0]))
-        stepper = _Stepper(model, z, torch.tensor([0]))
-        stepped = torch.stack([stepper.step(int(t), int(p)) for t, p in zip(previous, positions, strict=True)])
-    assert torch.allclose(stepped, logits[0], atol=1e-5)
+        logits, _ = model.decode(z, previous, positions.expand(3, -1), torch.tensor([0, 0, 0]))
+        stepper = _decoder(model, z, torch.tensor([0]))
+        stepped = torch.stack([stepper.step(previous[:, t], int(p)) for t, p in enumerate(positions)], dim=1)
+    assert torch.allclose(stepped, logits, atol=1e-5)
 
 
 def test_style_strength_pulls_the_latent_towards_the_asked_style_centroid(tiny):
@@ -329,3 +330,51 @@ def test_style_strength_pulls_the_latent_towards_the_asked_style_centroid(tiny):
     assert torch.allclose(model.style_pull(z, 1, 2.5), torch.full_like(z, -0.25))
     assert torch.allclose(model.style_pull(z, StyleMix(0, 1, 0.25), 4.0), torch.full_like(z, 0.25))
     assert torch.equal(tiny.style_pull(z, 0, 4.0), z)  # no measured centroids: nothing to pull towards
+
+
+# --- several takes at once ------------------------------------------------------------------------------------
+
+STEERING = steering_table(Controls(density=1.0, low=60, high=72, scale_pull=1.0), 16, 4, Key(0))
+
+
+def seeded(*seeds: int) -> list[torch.Generator]:
+    return [torch.Generator().manual_seed(seed) for seed in seeds]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"style": 0},
+        {"style": StyleMix(0, 1, 0.3), "temperature": 0.8},
+        {"style": 1, "guidance": 2.5},  # with measured centroids: pulls each take's z too
+        {"style": 0, "steering": STEERING, "top_p": 0.9},
+    ],
+)
+def test_each_take_of_generate_many_is_the_single_take_with_its_seed(tiny, options):
+    centroids = tuple(tuple(float(x) for x in torch.linspace(-1, 1, tiny.config.latent) * sign) for sign in (1, -1))
+    model = MelodyVAE(replace(tiny.config, style_centroids=centroids)).eval()
+    model.load_state_dict(tiny.state_dict())
+    with torch.no_grad():  # an untrained model is near-uniform: make z and the steps matter
+        model.head.weight.mul_(10)
+    context = torch.tensor([encoding.NOTE_ON + 20, encoding.HOLD, encoding.NOTE_ON + 24] * 4)  # shorter than WINDOW
+    positions = torch.from_numpy(encoding.bar_positions(len(context) + 45, 16))  # two windows: 32 + 13 steps
+    seeds = (3, 1, 4, 1, 5)
+    takes = model.generate_many(context, positions, 45, generators=seeded(*seeds), **options)
+    assert takes.shape == (5, 45) and takes.dtype == torch.int64
+    for take, seed in zip(takes, seeds, strict=True):
+        assert torch.equal(take, model.generate(context, positions, 45, generator=seeded(seed)[0], **options))
+    assert not torch.equal(takes[0], takes[1]) and torch.equal(takes[1], takes[3])  # same seed, same take
+
+
+def test_generate_many_returns_takes_by_steps_and_refuses_a_bad_generators_list(tiny):
+    context = torch.tensor([encoding.NOTE_ON + 20, encoding.HOLD])
+    positions = torch.from_numpy(encoding.bar_positions(2 + 8, 16))
+    assert tiny.generate_many(context, positions, 8, generators=[None, *seeded(1, 2)]).shape == (3, 8)
+    assert tiny.generate_many(context, positions[:2], 0, generators=seeded(1, 2)).shape == (2, 0)
+    with pytest.raises(ValueError, match=r"one generator .* per take \(received none\)"):
+        tiny.generate_many(context, positions, 8, generators=[])
+    with pytest.raises(ValueError, match="received a single generator"):
+        tiny.generate_many(context, positions, 8, generators=torch.Generator())
+    with pytest.raises(ValueError, match=r"CPU torch\.Generator or None \(received 7\)"):
+        tiny.generate_many(context, positions, 8, generators=[torch.Generator(), 7])

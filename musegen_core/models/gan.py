@@ -10,8 +10,9 @@ over the token vocabulary at each of the 16 steps (a relaxed one-hot grid: softm
                   asked with the "any style" row, a second linear head names the bar's style (AC-GAN, training only)
 
 Only the generator and conditioner are shipped; the critic lives in the training run. There is no likelihood
-(`has_likelihood = False`). `generate` samples bar by bar, each step's token drawn from the generator's softmax
-(temperature and top-p as for the other families), then conditions the next bar on the sampled one.
+(`has_likelihood = False`). `generate` (and `generate_many`, several takes at once) samples bar by bar, each step's
+token drawn from the generator's softmax (temperature and top-p as for the other families), then conditions the next
+bar on the sampled one.
 
 Meters: a chunk starts at every bar line and 16 steps into bars longer than 16; the generator always writes 16 steps
 and the chunk's length of them is kept (2/4: 8, 3/4 and 6/8: 12, 6/4: 16 + 8). Training pairs are cut at the same
@@ -21,6 +22,7 @@ chunk starts in every meter (`training/gan_train.bar_pairs`), so the model has s
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -30,7 +32,7 @@ from torch.nn import functional as F
 from musegen_core import encoding
 from musegen_core.models import sampling
 from musegen_core.models.config import StrictConfig
-from musegen_core.models.style import Style, StyleEmbedding, style_rows, unconditioned_rows
+from musegen_core.models.style import Style, StyleEmbedding, repeat_rows, style_rows, unconditioned_rows
 
 FAMILY = "gan"
 BAR = 16  # steps the generator writes per chunk: one bar of 4/4 or 2/2, at most one bar of other meters
@@ -59,7 +61,7 @@ def _conv(inputs: int, outputs: int) -> nn.Conv1d:
     return nn.Conv1d(inputs, outputs, kernel_size=3, padding=1)
 
 
-class MelodyGAN(nn.Module):
+class MelodyGAN(sampling.SamplesMany, nn.Module):
     """The shipped part of the GAN: conditioner + generator (+ style table)."""
 
     family = FAMILY
@@ -103,56 +105,58 @@ class MelodyGAN(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     @torch.inference_mode()
-    def generate(
+    def generate_many(
         self,
         context: torch.Tensor,
         positions: torch.Tensor,
         steps: int,
         *,
+        generators: Sequence[torch.Generator | None],
         temperature: float = 1.0,
         top_p: float = 1.0,
-        generator: torch.Generator | None = None,
         style: Style = None,
         steering: torch.Tensor | None = None,
         guidance: float = 1.0,
     ) -> torch.Tensor:
-        """Sample `steps` tokens continuing `context`, chunk by chunk (a chunk starts at every bar line and after 16
-        steps; see the module docstring), each conditioned on the 16 tokens before it.
+        """Sample one take of `steps` tokens continuing `context` per generator, chunk by chunk (a chunk starts at
+        every bar line and after 16 steps; see the module docstring), each conditioned on the 16 tokens before it.
 
         Args:
             context: (time,) int64 tokens (time ≥ 1; fewer than 16 are padded with rests on the left).
             positions: (time + steps,) int64 bar positions of every context and generated step.
             steps: number of tokens to sample.
+            generators: one seeded CPU generator per take, for its z and its token draws; take i is the take
+                `generate` writes with generator i (same seed and inputs → same tokens).
             temperature, top_p: applied to each step's logits (see `models/sampling.py`).
-            generator: seeded CPU generator for z and the token draws; same seed and inputs → same tokens.
             style: index into `self.styles`, a `StyleMix` of two, or None for any style.
             steering: (positions, vocab) logit biases by position in bar (`controls.steering_table`), or None.
             guidance: classifier-free guidance towards `style` (`sampling.guided`; 1 = plain conditioning), with the
                 same noise for the styled and the "any style" pass.
 
         Returns:
-            (steps,) int64 tokens on the CPU.
+            (takes, steps) int64 tokens on the CPU.
         """
         if len(positions) != len(context) + steps or len(context) < 1:
             raise ValueError(f"need ≥ 1 context token and len(context) + steps positions (received {len(positions)})")
-        rows = style_rows(self.style_embedding, style, FAMILY, self.head.weight.device)
-        any_rows = unconditioned_rows(self.style_embedding, style, guidance, self.head.weight.device)
-        history = torch.cat([torch.full((BAR,), encoding.REST, dtype=torch.int64), context.cpu()])
-        device = self.head.weight.device
+        takes, device = sampling.count_takes(generators), self.head.weight.device
+        rows = repeat_rows(style_rows(self.style_embedding, style, FAMILY, device), takes)
+        any_rows = repeat_rows(unconditioned_rows(self.style_embedding, style, guidance, device), takes)
+        padded = torch.cat([torch.full((BAR,), encoding.REST, dtype=torch.int64), context.cpu()])
+        history = padded[None].expand(takes, -1)
         chosen, done = [], 0
         generated = positions[len(context) :].tolist()
         for length in chunk_lengths(generated):
-            noise = torch.randn(1, self.config.noise_dim, generator=generator)
-            logits = self(history[None, -BAR:].to(device), noise.to(device), rows)[0, :length].float().cpu()
+            noise = torch.cat([torch.randn(1, self.config.noise_dim, generator=g) for g in generators]).to(device)
+            previous = history[:, -BAR:].to(device)
+            logits = self(previous, noise, rows)[:, :length].float().cpu()
             if any_rows is not None:
-                plain = self(history[None, -BAR:].to(device), noise.to(device), any_rows)[0, :length].float().cpu()
-                logits = sampling.guided(logits, plain, guidance)
+                logits = sampling.guided(logits, self(previous, noise, any_rows)[:, :length].float().cpu(), guidance)
             bias = None if steering is None else steering[generated[done : done + length]]
-            logits = sampling.shape(logits, temperature, top_p, bias)
-            tokens = sampling.sample(logits, generator)
+            shaped = sampling.shape(logits, temperature, top_p, bias)
+            tokens = torch.stack([sampling.sample(take, g) for take, g in zip(shaped, generators, strict=True)])
             chosen.append(tokens)
-            history, done = torch.cat([history, tokens]), done + length
-        return torch.cat(chosen) if chosen else torch.empty(0, dtype=torch.int64)
+            history, done = torch.cat([history, tokens], dim=1), done + length
+        return torch.cat(chosen, dim=1) if chosen else torch.empty(takes, 0, dtype=torch.int64)
 
 
 def chunk_lengths(positions: list[int]) -> list[int]:

@@ -24,7 +24,7 @@ import fcntl
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -43,7 +43,8 @@ LOCK_FILE = ".registry.lock"  # serialises promotions and the naming of new vers
 
 class MelodyModel(Protocol):
     """What generation needs from a model: sample `steps` tokens continuing a context (see `MelodyLSTM.generate`),
-    optionally in one of its `styles` (an index into them; None = any style)."""
+    optionally in one of its `styles` (an index into them; None = any style) — one take, or several at once, one
+    per generator (`generate_many`, (takes, steps); take i is what `generate` gives with generator i)."""
 
     family: str
     styles: tuple[str, ...]  # style labels it is conditioned on; () = unconditioned
@@ -57,6 +58,20 @@ class MelodyModel(Protocol):
         temperature: float = 1.0,
         top_p: float = 1.0,
         generator: torch.Generator | None = None,
+        style: Style = None,
+        steering: torch.Tensor | None = None,
+        guidance: float = 1.0,
+    ) -> torch.Tensor: ...
+
+    def generate_many(
+        self,
+        context: torch.Tensor,
+        positions: torch.Tensor,
+        steps: int,
+        *,
+        generators: Sequence[torch.Generator | None],
+        temperature: float = 1.0,
+        top_p: float = 1.0,
         style: Style = None,
         steering: torch.Tensor | None = None,
         guidance: float = 1.0,

@@ -1,9 +1,14 @@
-"""Small pure functions over next-token logits, shared by every autoregressive model family.
+"""Small pure functions over next-token logits, shared by every autoregressive model family, and `SamplesMany`, the
+mixin that gives each family its one-take `generate`.
 
-All take and return float tensors of shape (..., vocab) (a batch of logit rows); none changes its input in place.
+The functions take and return float tensors of shape (..., vocab) (a batch of logit rows); none changes its input in
+place.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -47,16 +52,52 @@ def shape(logits: torch.Tensor, temperature: float, top_p: float, steering: torc
     return nucleus(logits, top_p)
 
 
-def next_token(
+def next_tokens(
     logits: torch.Tensor,
     temperature: float,
     top_p: float,
-    generator: torch.Generator | None,
+    generators: Sequence[torch.Generator | None],
     steering: torch.Tensor | None = None,
-) -> int:
-    """One token drawn from one (vocab,) row of logits after `shape`. Runs on the CPU with the (CPU) `generator`,
-    so a model on any device samples the same tokens for the same seed."""
-    return int(sample(shape(logits.float().cpu(), temperature, top_p, steering), generator))
+) -> torch.Tensor:
+    """One token per row of (rows, vocab) logits after `shape` (`steering`: one (vocab,) row for all, or one per row),
+    row i drawn with `generators[i]`: (rows,) int64. Runs on the CPU with the (CPU) generators, so a model on any
+    device samples the same tokens for the same seeds, and row i draws exactly what a batch of one would with that
+    generator."""
+    shaped = shape(logits.float().cpu(), temperature, top_p, steering)
+    if len(shaped) != len(generators):
+        raise ValueError(f"need one generator per row ({len(shaped)} rows, {len(generators)} generators)")
+    return torch.stack([sample(row, generator) for row, generator in zip(shaped, generators, strict=True)])
+
+
+def count_takes(generators: Sequence[torch.Generator | None]) -> int:
+    """How many takes `generate_many` writes for `generators`: one per entry, each a CPU `torch.Generator` or None.
+    Refuses an empty list and a bare generator, which would otherwise fail deep inside the sampling loop."""
+    if isinstance(generators, torch.Generator):
+        raise ValueError("generators must be a list of generators, one per take (received a single generator)")
+    if not generators:
+        raise ValueError("generators must hold one generator (or None) per take (received none)")
+    for generator in generators:
+        if generator is not None and (not isinstance(generator, torch.Generator) or generator.device.type != "cpu"):
+            raise ValueError(f"each generator must be a CPU torch.Generator or None (received {generator!r})")
+    return len(generators)
+
+
+class SamplesMany:
+    """Mixin for a model family that writes several takes at once (`generate_many`, one generator per take, all
+    continuing the same context): `generate` is a batch of one. Style focus (`generate.continue_melody`) asks for
+    all its candidates in one batch, which costs little more than one take."""
+
+    def generate(
+        self,
+        context: torch.Tensor,
+        positions: torch.Tensor,
+        steps: int,
+        *,
+        generator: torch.Generator | None = None,
+        **options: Any,
+    ) -> torch.Tensor:
+        """(steps,) int64 tokens continuing `context`: `generate_many` with one generator (same options)."""
+        return self.generate_many(context, positions, steps, generators=[generator], **options)[0]
 
 
 def guided(conditioned: torch.Tensor, unconditioned: torch.Tensor | None, guidance: float) -> torch.Tensor:

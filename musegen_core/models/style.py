@@ -88,3 +88,8 @@ def style_rows(
             raise ValueError(f"this {family} model has no style conditioning (received style {style})")
         return None
     return embedding.rows(style, device)
+
+
+def repeat_rows(rows: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+    """One sequence's style rows (`StyleEmbedding.rows`) repeated for a batch of `batch` sequences."""
+    return None if rows is None else rows.expand(batch, *rows.shape[1:])

@@ -16,10 +16,13 @@ This one rule holds everywhere, which makes the KV cache exact:
   and the values of the last `context` steps in a ring buffer per layer: a new step overwrites the slot of the step
   that has just left its window. Because RoPE keys carry their own position, nothing is recomputed when the window
   slides, and cached sampling gives the logits of a full forward pass over the whole sequence (within float error).
+  Several takes continuing the same context (`generate_many`) share its prefill: the cache is then copied to every
+  take, and all takes step together as one batch.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -65,28 +68,57 @@ PRESETS = {
 class KVCache:
     """Rotated keys and values of the last `context` steps of every layer, in ring buffers (slot = step % context).
 
-    `steps` counts the steps read so far: it is the RoPE position of the next step.
+    `steps` counts the steps read so far: it is the RoPE position of the next step. A cache for a sequence of at most
+    `length` < `context` steps holds only `length` slots (its ring never wraps): a batch of many takes then does not
+    allocate and copy `context` slots per row.
     """
 
-    def __init__(self, config: TransformerConfig, batch: int, device: torch.device, dtype: torch.dtype) -> None:
-        shape = (config.layers, batch, config.heads, config.context, config.dim // config.heads)
+    def __init__(
+        self,
+        config: TransformerConfig,
+        batch: int,
+        device: torch.device,
+        dtype: torch.dtype,
+        length: int | None = None,
+    ) -> None:
+        slots = config.context if length is None else min(length, config.context)
+        shape = (config.layers, batch, config.heads, slots, config.dim // config.heads)
         self.keys = torch.zeros(shape, device=device, dtype=dtype)
         self.values = torch.zeros(shape, device=device, dtype=dtype)
-        self.steps = 0
+        self.window, self.steps = config.context, 0
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Attention output of the new steps' (batch, heads, time, head) q/k/v, which are then stored. Takes a
         prefill (any time, empty cache) or one step; the step sees every filled slot, as all lie in its window."""
-        window, time = self.keys.shape[3], q.shape[2]
+        slots, time = self.keys.shape[3], q.shape[2]
         if self.steps == 0:
-            kept = torch.arange(max(0, time - window), time, device=q.device)  # the last `window` steps
-            self.store(layer, kept % window, k[:, :, kept], v[:, :, kept])
-            return local_attention(q, k, v, window)
+            self._check_room(time)
+            kept = torch.arange(max(0, time - slots), time, device=q.device)  # the last `slots` (≤ window) steps
+            self.store(layer, kept % slots, k[:, :, kept], v[:, :, kept])
+            return local_attention(q, k, v, self.window)
         if time != 1:
             raise ValueError(f"a KV cache reads a prefill, then one step at a time (received {time} steps)")
-        filled = min(self.steps + 1, window)
-        self.store(layer, self.steps % window, k[:, :, 0], v[:, :, 0])
+        slot, filled = self.next_slot()
+        self.store(layer, slot, k[:, :, 0], v[:, :, 0])
         return F.scaled_dot_product_attention(q, self.keys[layer][:, :, :filled], self.values[layer][:, :, :filled])
+
+    def next_slot(self) -> tuple[int, int]:
+        """Ring slot of the next step, and how many slots it attends to (the filled ones, its own included)."""
+        self._check_room(1)
+        slots = self.keys.shape[3]
+        return self.steps % slots, min(self.steps + 1, slots)
+
+    def _check_room(self, time: int) -> None:
+        """Refuse to read `time` more steps into a short cache (fewer slots than the window) that they overflow."""
+        slots = self.keys.shape[3]
+        if slots < self.window and self.steps + time > slots:
+            raise ValueError(f"this KV cache holds {slots} steps (received step {self.steps + time})")
+
+    def repeat(self, takes: int) -> None:
+        """Copy every batch row `takes` times, in a row (row r becomes rows r·takes .. r·takes + takes − 1): several
+        takes continue the sequence read so far."""
+        self.keys = self.keys.repeat_interleave(takes, dim=1)
+        self.values = self.values.repeat_interleave(takes, dim=1)
 
     def store(self, layer: int, slots: torch.Tensor | int, k: torch.Tensor, v: torch.Tensor) -> None:
         """Write keys and values of (batch, heads, [steps,] head) into the ring slots of one layer."""
@@ -160,7 +192,7 @@ class Block(nn.Module):
         return x + self.mlp(self.mlp_norm(x))
 
 
-class MelodyTransformer(nn.Module):
+class MelodyTransformer(sampling.SamplesMany, nn.Module):
     """Token + position-in-bar (+ style) embeddings → pre-norm blocks with local RoPE attention → linear head."""
 
     family = FAMILY
@@ -216,28 +248,30 @@ class MelodyTransformer(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     @torch.inference_mode()
-    def generate(
+    def generate_many(
         self,
         context: torch.Tensor,
         positions: torch.Tensor,
         steps: int,
         *,
+        generators: Sequence[torch.Generator | None],
         temperature: float = 1.0,
         top_p: float = 1.0,
-        generator: torch.Generator | None = None,
         style: Style = None,
         steering: torch.Tensor | None = None,
         guidance: float = 1.0,
         use_cache: bool = True,
     ) -> torch.Tensor:
-        """Sample `steps` tokens that continue `context` (call on a model in eval mode, as `load_checkpoint` gives).
+        """Sample one take of `steps` tokens continuing `context` per generator, all takes in one batch after one
+        shared prefill of the context (call on a model in eval mode, as `load_checkpoint` gives).
 
         Args:
             context: (time,) int64 tokens of the context steps (time ≥ 1).
             positions: (time + steps,) int64 bar positions of every context and generated step.
             steps: number of tokens to sample.
+            generators: one seeded CPU generator per take, drawing one token per step; take i is the take `generate`
+                writes with generator i (same seed and inputs → same tokens, within float rounding of the batch).
             temperature, top_p: see `sampling.apply_temperature` / `sampling.nucleus`.
-            generator: seeded CPU generator; the same seed and inputs give the same tokens.
             style: index into `self.styles`, a `StyleMix` of two, or None for any style (the only choice without
                 styles).
             steering: (positions, vocab) logit biases by position in bar (`controls.steering_table`), or None.
@@ -245,30 +279,28 @@ class MelodyTransformer(nn.Module):
             use_cache: False re-reads the whole sequence every step (same tokens, ~6× slower: for tests/benches).
 
         Returns:
-            (steps,) int64 tokens on the CPU.
+            (takes, steps) int64 tokens on the CPU.
         """
         if len(positions) != len(context) + steps or len(context) < 1:
             raise ValueError(f"need ≥ 1 context token and len(context) + steps positions (received {len(positions)})")
-        device, known = self.head.weight.device, len(context)
+        device, takes, known = self.head.weight.device, sampling.count_takes(generators), len(context)
         rows = style_rows(self.style_embedding, style, FAMILY, device)
-        tokens = torch.cat([context, torch.zeros(steps, dtype=torch.int64)]).to(device)
-        positions = positions.to(device)
         any_rows = unconditioned_rows(self.style_embedding, style, guidance, device)
-        reader = _Reader(self, tokens, positions, known, _stacked(self, rows, any_rows), use_cache)  # one batch
-        chosen = torch.empty(steps, dtype=torch.int64)
-        for step in range(steps):
-            bias = sampling.steering_row(steering, int(positions[known]))
-            logits = sampling.guided(reader.last[0], reader.last[1] if any_rows is not None else None, guidance)
-            chosen[step] = tokens[known] = token = sampling.next_token(logits, temperature, top_p, generator, bias)
-            known += 1
-            if step + 1 < steps:
-                reader.advance(token, tokens, positions, known)
-        return chosen
+        reader = _Reader(self, context, positions.cpu(), _stacked(self, rows, any_rows), takes, use_cache)
+        tokens = torch.cat([context.cpu().expand(takes, -1), torch.zeros(takes, steps, dtype=torch.int64)], dim=1)
+        for step in range(known, known + steps):
+            bias = sampling.steering_row(steering, int(positions[step]))
+            styled, plain = reader.last[:takes], reader.last[takes:] if any_rows is not None else None
+            logits = sampling.guided(styled, plain, guidance)
+            tokens[:, step] = sampling.next_tokens(logits, temperature, top_p, generators, bias)
+            if step + 1 < known + steps:
+                reader.advance(tokens[:, : step + 1])
+        return tokens[:, known:]
 
 
 def _stacked(model: MelodyTransformer, rows: torch.Tensor | None, any_rows: torch.Tensor | None):
-    """The style rows of one sampling batch: `rows` alone, or with guidance the styled row and the "any style" row
-    (as mixing weights when either is a blend)."""
+    """The style rows the context is read under: `rows` alone, or with guidance the styled row and the "any style"
+    row (as mixing weights when either is a blend)."""
     if any_rows is None:
         return rows
     if rows.is_floating_point():
@@ -277,48 +309,73 @@ def _stacked(model: MelodyTransformer, rows: torch.Tensor | None, any_rows: torc
 
 
 class _Reader:
-    """The sequence being sampled, read under one style row per batch entry (two with guidance: styled, any style):
-    the last step's (batch, vocab) logits, and the KV cache (or none: then every step reads the whole sequence
-    again)."""
+    """The takes being sampled, read under one style row each — with guidance, rows 0 .. takes-1 read every take
+    styled and rows takes .. 2·takes-1 read it again under "any style": the last step's (rows, vocab) logits, and the
+    KV cache (or none: then every step reads the whole sequence again).
 
-    def __init__(self, model: MelodyTransformer, tokens, positions, known: int, rows, use_cache: bool) -> None:
+    The context is read once under its 1 or 2 style rows (`_stacked`), then its logits and cache are copied to every
+    take.
+    """
+
+    def __init__(
+        self,
+        model: MelodyTransformer,
+        context: torch.Tensor,
+        positions: torch.Tensor,
+        styles: torch.Tensor | None,
+        takes: int,
+        use_cache: bool,
+    ) -> None:
         weight = model.head.weight
-        self.model, self.rows, self.batch = model, rows, 1 if rows is None else len(rows)
-        self.cache = KVCache(model.config, self.batch, weight.device, weight.dtype) if use_cache else None
-        logits, _ = model(*self._inputs(tokens, positions, known), rows, self.cache)  # prefill
-        self.last, self.stepper = logits[:, -1], _Stepper(model, rows, self.batch) if use_cache else None
+        self.model, self.positions, self.groups = model, positions, 1 if styles is None else len(styles)
+        self.styles = None if styles is None else styles.repeat_interleave(takes, dim=0)
+        self.cache = (
+            KVCache(model.config, self.groups, weight.device, weight.dtype, len(positions)) if use_cache else None
+        )
+        logits, _ = model(*self._inputs(context[None].expand(self.groups, -1)), styles, self.cache)  # prefill
+        self.last = logits[:, -1].repeat_interleave(takes, dim=0)
+        self.stepper = None
+        if self.cache is not None:
+            self.cache.repeat(takes)
+            self.stepper = _Stepper(model, self.styles)
 
-    def _inputs(self, tokens, positions, known: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return tokens[None, :known].expand(self.batch, -1), positions[None, 1 : known + 1].expand(self.batch, -1)
+    def _inputs(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rows, time) tokens of steps 0 .. time-1 and the bar positions of steps 1 .. time, on the model's device."""
+        positions = self.positions[None, 1 : tokens.shape[1] + 1].expand(len(tokens), -1)
+        device = self.model.head.weight.device
+        return tokens.to(device), positions.to(device)
 
-    def advance(self, token: int, tokens, positions, known: int) -> None:
-        """Read `token`, the last of the first `known` tokens."""
+    def advance(self, tokens: torch.Tensor) -> None:
+        """Read the last of every take's (takes, time) tokens so far."""
+        rows = tokens.repeat(self.groups, 1)  # every take once per style group, as the cache's rows
         if self.stepper is not None:
-            self.last = self.stepper.step(token, int(positions[known]), self.cache)
+            self.last = self.stepper.step(rows[:, -1], int(self.positions[tokens.shape[1]]), self.cache)
         else:
-            self.last = self.model(*self._inputs(tokens, positions, known), self.rows)[0][:, -1]
+            self.last = self.model(*self._inputs(rows), self.styles)[0][:, -1]
 
 
 class _Stepper:
-    """One cached step without `nn.Module` overhead: plain matrix products on (batch, dim) rows, the same maths as
+    """One cached step without `nn.Module` overhead: plain matrix products on (rows, dim) rows, the same maths as
     `MelodyTransformer.forward` with a cache (~3× faster on a CPU, where a step is ~80 small ops). Eval only."""
 
-    def __init__(self, model: MelodyTransformer, style_rows: torch.Tensor | None, batch: int = 1) -> None:
+    def __init__(self, model: MelodyTransformer, styles: torch.Tensor | None) -> None:
+        """`styles`: every row's style row(s) as `MelodyTransformer.forward` takes them (None = any style)."""
         config, self.model = model.config, model
-        self.tokens = model.token_embedding.weight[None]  # (1 or batch, vocab, dim), the style vectors added below
-        if model.style_embedding is not None:
-            self.tokens = self.tokens + model.style_embedding(style_rows, batch)[:, None]
+        embedding = model.style_embedding
+        self.style = None if embedding is None else embedding(styles, 1)  # (rows, dim), or (1, dim) for any style
         self.heads, self.scale = config.heads, (config.dim // config.heads) ** -0.5
-        self.frequencies = rope_frequencies(config.dim // config.heads, config.rope_base, self.tokens.device)
+        self.frequencies = rope_frequencies(config.dim // config.heads, config.rope_base, model.head.weight.device)
 
-    def step(self, token: int, position: int, cache: KVCache) -> torch.Tensor:
-        """Read one token (with the bar position of the step to predict) into `cache`; (batch, vocab) logits."""
-        model, batch, dim = self.model, cache.keys.shape[1], self.tokens.shape[2]
-        x = (self.tokens[:, token] + model.position_embedding.weight[position]).expand(batch, dim)
-        angles = torch.tensor([float(cache.steps)], device=self.frequencies.device) * self.frequencies  # = rope_tables
+    def step(self, tokens: torch.Tensor, position: int, cache: KVCache) -> torch.Tensor:
+        """Read one token per row ((rows,) int64, with the bar position of the step to predict) into `cache`;
+        (rows, vocab) logits."""
+        model, batch, dim, device = self.model, len(tokens), self.model.config.dim, self.frequencies.device
+        x = model.token_embedding.weight[tokens.to(device)] + model.position_embedding.weight[position]
+        if self.style is not None:
+            x = x + self.style  # after the position, as in `forward`
+        angles = torch.tensor([float(cache.steps)], device=device) * self.frequencies  # = rope_tables
         cos, sin = angles.cos(), angles.sin()
-        window = cache.keys.shape[3]
-        slot, filled = cache.steps % window, min(cache.steps + 1, window)
+        slot, filled = cache.next_slot()
         for layer, block in enumerate(model.blocks):
             h = _norm(x, block.attention_norm)
             qkv = (h @ block.attention.qkv.weight.T).view(batch, 3, self.heads, -1)

@@ -15,6 +15,7 @@ False and the evaluation harness reports no NLL for this family; the card report
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -23,7 +24,7 @@ from torch import nn
 from musegen_core import encoding
 from musegen_core.models import sampling
 from musegen_core.models.config import StrictConfig
-from musegen_core.models.lstm import _cell
+from musegen_core.models.lstm import _Stepper
 from musegen_core.models.style import Style, StyleEmbedding, StyleMix, style_rows, unconditioned_rows
 
 FAMILY = "vae"
@@ -72,7 +73,7 @@ PRESETS = {
 }
 
 
-class MelodyVAE(nn.Module):
+class MelodyVAE(sampling.SamplesMany, nn.Module):
     """BiLSTM encoder → Gaussian latent → z-conditioned LSTM decoder (+ style) over `WINDOW`-step windows."""
 
     family = FAMILY
@@ -152,23 +153,45 @@ class MelodyVAE(nn.Module):
         guidance: float = 1.0,
     ) -> torch.Tensor:
         """Decode one (latent,) z into (len(positions),) tokens, autoregressively (greedy = most likely token after
-        steering; `style`, `steering` and `guidance` as in `generate`)."""
+        steering; `style`, `steering` and `guidance` as in `generate_many`)."""
+        return self._decode_windows(
+            z[None], positions, temperature=temperature, top_p=top_p, generators=[generator], style=style,
+            greedy=greedy, steering=steering, guidance=guidance,
+        )[0]  # fmt: skip
+
+    def _decode_windows(
+        self,
+        z: torch.Tensor,
+        positions: torch.Tensor,
+        *,
+        temperature: float,
+        top_p: float,
+        generators: Sequence[torch.Generator | None],
+        style: Style,
+        greedy: bool,
+        steering: torch.Tensor | None,
+        guidance: float,
+    ) -> torch.Tensor:
+        """`sample_window` for a batch: (rows, latent) z, all on the same positions, row i drawn with
+        `generators[i]` → (rows, len(positions)) tokens."""
         device = self.head.weight.device
-        stepper = _Stepper(self, z.to(device), style_rows(self.style_embedding, style, FAMILY, device))
+        z = z.to(device)
+        decoder = _decoder(self, z, style_rows(self.style_embedding, style, FAMILY, device))
         any_rows = unconditioned_rows(self.style_embedding, style, guidance, device)
-        plain = _Stepper(self, z.to(device), any_rows) if any_rows is not None else None
-        chosen = torch.empty(len(positions), dtype=torch.int64)
-        previous = START
-        for step in range(len(positions)):
-            row = stepper.step(previous, int(positions[step]))
+        plain = _decoder(self, z, any_rows) if any_rows is not None else None
+        chosen = torch.empty(len(z), len(positions), dtype=torch.int64)
+        previous = torch.full((len(z),), START, device=device)
+        for step, position in enumerate(positions.tolist()):
+            logits = decoder.step(previous, position)
             if plain is not None:
-                row = sampling.guided(row, plain.step(previous, int(positions[step])), guidance)
-            bias = sampling.steering_row(steering, int(positions[step]))
+                logits = sampling.guided(logits, plain.step(previous, position), guidance)
+            bias = sampling.steering_row(steering, position)
             if greedy:
-                previous = int((row.float().cpu() + (0 if bias is None else bias)).argmax())
+                tokens = (logits.float().cpu() + (0 if bias is None else bias)).argmax(dim=-1)
             else:
-                previous = sampling.next_token(row, temperature, top_p, generator, bias)
-            chosen[step] = previous
+                tokens = sampling.next_tokens(logits, temperature, top_p, generators, bias)
+            chosen[:, step] = tokens
+            previous = tokens.to(device)
         return chosen
 
     @torch.inference_mode()
@@ -180,39 +203,47 @@ class MelodyVAE(nn.Module):
         return mu[0].cpu(), torch.exp(0.5 * log_var[0]).cpu()
 
     @torch.inference_mode()
-    def generate(
+    def generate_many(
         self,
         context: torch.Tensor,
         positions: torch.Tensor,
         steps: int,
         *,
+        generators: Sequence[torch.Generator | None],
         temperature: float = 1.0,
         top_p: float = 1.0,
-        generator: torch.Generator | None = None,
         style: Style = None,
         steering: torch.Tensor | None = None,
         guidance: float = 1.0,
     ) -> torch.Tensor:
-        """Continue `context` by `steps` tokens, one WINDOW at a time: each window is decoded from the last
-        WINDOW steps' μ plus `config.continue_noise` × temperature × unit Gaussian (the same interface as
-        `MelodyLSTM.generate`; call on a model in eval mode). With a style, a style strength (`guidance`) above 1
+        """Continue `context` by `steps` tokens in one take per generator (the same interface as
+        `MelodyLSTM.generate_many`; take i is the take `generate` writes with generator i; call on a model in eval
+        mode), one WINDOW at a time, all takes together: each take's next window is decoded from the μ of its last
+        WINDOW steps plus `config.continue_noise` × temperature × unit Gaussian (one draw per window from the
+        take's generator, before the window's token draws). With a style, a style strength (`guidance`) above 1
         also pulls that z towards the style's centroid (`style_pull`): the decoder's style input alone moves little,
-        since z already carries most of what a window sounds like."""
+        since z already carries most of what a window sounds like.
+
+        Returns:
+            (takes, steps) int64 tokens on the CPU.
+        """
         if len(positions) != len(context) + steps or len(context) < 1:
             raise ValueError(f"need ≥ 1 context token and len(context) + steps positions (received {len(positions)})")
-        tokens, done = context.clone(), 0
+        takes, device = sampling.count_takes(generators), self.head.weight.device
+        tokens, done = context.cpu()[None], 0  # one row (one μ to encode) until the takes part after their first window
         while done < steps:
-            mu, _ = self.latent_of(tokens[-WINDOW:], positions[len(tokens) - len(tokens[-WINDOW:]) : len(tokens)])
-            z = mu + self.config.continue_noise * temperature * torch.randn(mu.shape, generator=generator)
-            z = self.style_pull(z, style, guidance)
+            recent, end = tokens[:, -WINDOW:], tokens.shape[1]
+            recent, where = _pad_window(recent, positions[end - recent.shape[1] : end].cpu())
+            mu, _ = self.encode(recent.to(device), where.expand(len(recent), -1).to(device))
+            noise = torch.stack([torch.randn(mu.shape[1], generator=generator) for generator in generators])
+            z = self.style_pull(mu.cpu() + self.config.continue_noise * temperature * noise, style, guidance)
             size = min(WINDOW, steps - done)
-            where = positions[len(tokens) : len(tokens) + size]
-            window = self.sample_window(
-                z, where, temperature=temperature, top_p=top_p, generator=generator, style=style, steering=steering,
-                guidance=guidance,
+            window = self._decode_windows(
+                z, positions[end : end + size], temperature=temperature, top_p=top_p, generators=generators,
+                style=style, greedy=False, steering=steering, guidance=guidance,
             )  # fmt: skip
-            tokens, done = torch.cat([tokens, window]), done + size
-        return tokens[len(context) :]
+            tokens, done = torch.cat([tokens.expand(takes, -1), window], dim=1), done + size
+        return tokens.expand(takes, -1)[:, len(context) :]
 
     def style_pull(self, z: torch.Tensor, style: Style, strength: float) -> torch.Tensor:
         """z moved `pull_share(strength)` of the way towards the centroid of `style` (a mix: the mixed centroids);
@@ -238,47 +269,28 @@ def pull_share(strength: float) -> float:
     return max(0.0, strength - 1.0) / 6.0
 
 
-class _Stepper:
-    """One decoder step without `nn.LSTM`'s per-call overhead (~10× faster on a CPU; eval mode only): the first
-    layer's input gates come from per-token and per-position tables plus a constant from z and the style."""
-
-    def __init__(self, model: MelodyVAE, z: torch.Tensor, style_rows: torch.Tensor | None) -> None:
-        lstm, config = model.decoder, model.config
-        split, end = config.token_dim, config.token_dim + config.position_dim
-        w_ih = lstm.weight_ih_l0
-        constant = [z] + ([model.style_embedding(style_rows, 1)[0]] if model.style_embedding is not None else [])
-        bias = lstm.bias_ih_l0 + lstm.bias_hh_l0 + w_ih[:, end:] @ torch.cat(constant)
-        self.token_gates = model.token_embedding.weight @ w_ih[:, :split].T + bias  # (vocab + 1, 4 * hidden)
-        self.position_gates = model.position_embedding.weight @ w_ih[:, split:end].T  # (positions, 4 * hidden)
-        self.layers = [
-            (getattr(lstm, f"weight_ih_l{k}"), getattr(lstm, f"bias_ih_l{k}") + getattr(lstm, f"bias_hh_l{k}"))
-            for k in range(1, lstm.num_layers)
-        ]
-        self.recurrent = [getattr(lstm, f"weight_hh_l{k}") for k in range(lstm.num_layers)]
-        h0, c0 = torch.tanh(model.to_state(z)).view(2, config.decoder_layers, -1)
-        self.h, self.c = list(h0), list(c0)
-        self.head = model.head
-
-    def step(self, token: int, position: int) -> torch.Tensor:
-        """Feed the previous token (with the position of the step to predict); returns that step's (vocab,) logits."""
-        gates = torch.addmv(self.token_gates[token] + self.position_gates[position], self.recurrent[0], self.h[0])
-        self.h[0], self.c[0] = _cell(gates, self.c[0])
-        for k, (w_ih, bias) in enumerate(self.layers, start=1):
-            gates = torch.addmv(torch.addmv(bias, w_ih, self.h[k - 1]), self.recurrent[k], self.h[k])
-            self.h[k], self.c[k] = _cell(gates, self.c[k])
-        return self.head(self.h[-1])
+def _decoder(model: MelodyVAE, z: torch.Tensor, style_rows: torch.Tensor | None) -> _Stepper:
+    """A fast stepper over the decoder (`lstm._Stepper`, eval mode only) for (rows, latent) z under one style row:
+    started from each row's h₀, c₀ = tanh(W z), its first layer reading z and the style at every step."""
+    extra = z
+    if model.style_embedding is not None:
+        extra = torch.cat([z, model.style_embedding(style_rows, 1).expand(len(z), -1)], dim=1)
+    h0, c0 = torch.tanh(model.to_state(z)).view(len(z), 2, model.config.decoder_layers, -1).unbind(1)
+    return _Stepper(model, model.decoder, extra, (h0.transpose(0, 1), c0.transpose(0, 1)))
 
 
 def _pad_window(tokens: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """A window of exactly WINDOW steps: truncated, or padded with rests whose positions continue the bar count
-    (the position index cycles with the spacing seen; a lone step counts on by one)."""
-    tokens, positions = tokens[:WINDOW], positions[:WINDOW]
-    missing = WINDOW - len(tokens)
+    """A window of exactly WINDOW steps: (..., time) tokens (one window, or a batch sharing `positions`) truncated,
+    or padded with rests whose positions continue the bar count (the position index cycles with the spacing seen; a
+    lone step counts on by one)."""
+    tokens, positions = tokens[..., :WINDOW], positions[:WINDOW]
+    missing = WINDOW - len(positions)
     if missing <= 0:
         return tokens, positions
     bar = int(positions.max()) + 1 if len(positions) else encoding.MAX_BAR_STEPS
     extra = (positions[-1] + 1 + torch.arange(missing)) % bar if len(positions) else torch.arange(missing) % bar
-    return torch.cat([tokens, torch.full((missing,), encoding.REST)]), torch.cat([positions, extra])
+    rests = torch.full((*tokens.shape[:-1], missing), encoding.REST, dtype=tokens.dtype)
+    return torch.cat([tokens, rests], dim=-1), torch.cat([positions, extra])
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
