@@ -42,11 +42,16 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def one_click(model: object, synth: Synthesizer, prime: Piece, seed: int, style: str | None) -> dict[str, float]:
-    """Seconds spent per stage for one Generate click (default controls; `style` asked or not)."""
+# (label, style, style strength): any style; a style at the default strength (a guidance pass where honoured); the
+# strongest setting, where style focus judges 16 candidates per bar (`generate.focus_candidates`)
+CASES = (("any style", None, 2.0), ("irish", "irish", 2.0), ("irish, strength 4", "irish", 4.0))
+
+
+def one_click(model: object, synth: Synthesizer, prime: Piece, seed: int, style: str | None, strength: float):
+    """Seconds spent per stage for one Generate click (default controls but `style` and its strength)."""
     stages: dict[str, float] = {}
     start = time.perf_counter()
-    take = continue_melody(model, prime, bars=16, temperature=1.0, seed=seed, style=style)
+    take = continue_melody(model, prime, bars=16, temperature=1.0, seed=seed, style=style, style_strength=strength)
     stages["generate"] = time.perf_counter() - start
     mark = time.perf_counter()
     synth.render_wav(take.joined())
@@ -82,9 +87,11 @@ def main() -> None:
     for asked in args.models.split(","):
         name = resolve_model_name(asked)
         model = load_model(name)
-        for style in (None, "irish"):  # any style; a style at the default strength (a guidance pass where honoured)
-            samples = timed(lambda seed, m=model, s=style: one_click(m, synth, prime, seed, s), args.repeats)
-            per_model[f"{name}, {style or 'any style'}"] = {
+        for label, style, strength in CASES:
+            samples = timed(
+                lambda seed, m=model, s=style, k=strength: one_click(m, synth, prime, seed, s, k), args.repeats
+            )
+            per_model[f"{name}, {label}"] = {
                 stage: {"p50_ms": 1000 * statistics.median(v), "p95_ms": 1000 * percentile(v, 0.95)}
                 for stage, v in samples.items()
             }
@@ -92,7 +99,8 @@ def main() -> None:
     render = measure_render_speed(continue_melody(load_model(default), prime, bars=16, seed=0).joined(), repeats=10)
     report = {
         "machine": {"cpu_count": torch.get_num_threads(), "platform": platform.platform()},
-        "controls": "defaults; 'any style' (no guidance pass) and 'irish' at the default style strength",
+        "controls": "defaults; 'any style' (no guidance pass), 'irish' at the default style strength 2 and at 4 "
+        "(style focus: 16 candidates per bar, judged)",
         "prime": f"{PRIME_FILE.name} tune 1 ({prime.note_count} notes)",
         "repeats": args.repeats,
         "click_to_sound": per_model,
