@@ -7,7 +7,10 @@ an 8-bar take (the default), listen (`--think-seconds`, 10 s on average: an 8-ba
 it stars, Save rating, pause again. `--think-seconds 0` is a stress test instead of a class. Measured:
 
 - rating submit: click on the enabled "Save rating" → the "rating #… saved" line is on screen (p50/p95/max, ms;
-  target p95 < 300); the star click before it, which enables the button, is not counted;
+  target p95 < 300); the star click before it, which enables the button, is not counted. Timed twice: by the page
+  itself (`performance.now()` at the button's pointerdown → a MutationObserver sees the line in the DOM: what the
+  student waits for) and by the driver (Playwright's click, with its actionability checks and round trips to the
+  browser, → its wait for the text: that plus the harness's own overhead);
 - generate: click on "Generate" → the take's heading is on screen (p50/p95);
 - a heavy upload: halfway through, one extra session uploads a large MusicXML file; the others' submit latencies while
   it is being read are reported separately;
@@ -54,6 +57,21 @@ RESULTS = ROOT / "bench" / "results" / "sessions.json"
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--mute-audio"]
 TIMEOUT_MS = 300_000
+# Installed in the page before a Save click: the milliseconds from the next pointerdown to a "saved." alert in the DOM
+# land in window.__musegenSubmitMs.
+PAGE_TIMER = """() => {
+  window.__musegenSubmitMs = null;
+  let clicked = null;
+  document.addEventListener("pointerdown", () => { clicked = performance.now(); }, { capture: true, once: true });
+  const observer = new MutationObserver(() => {
+    const alerts = document.querySelectorAll("[data-testid='stAlert']");
+    if (clicked !== null && [...alerts].some((alert) => alert.textContent.includes("saved."))) {
+      window.__musegenSubmitMs = performance.now() - clicked;
+      observer.disconnect();
+    }
+  });
+  observer.observe(document.body, { childList: true, subtree: true, characterData: true });
+}"""
 HEAVY_NOTES = 8_000  # the heavy upload: a long legal MusicXML melody (music21 needs several seconds for it)
 
 
@@ -105,7 +123,8 @@ class Session:
         self.notes = 12 + number  # unique per session
         self.file = folder / f"student-{number:02d}.mid"
         self.file.write_bytes(piece_to_midi(melody(self.notes)))
-        self.submits: list[tuple[float, float]] = []  # (when, ms)
+        self.submits: list[tuple[float, float]] = []  # (when, ms) as the driver times it
+        self.submits_in_page: list[float] = []  # ms, as the page times it
         self.generates: list[float] = []
         self.leaks = 0
         self.errors: list[str] = []
@@ -133,10 +152,14 @@ class Session:
         await stars.nth(3).click()
         save = page.get_by_role("button", name="Save rating")
         await save.and_(page.locator(":enabled")).wait_for()  # the star click's own rerun has enabled it
+        await page.evaluate(PAGE_TIMER)
         started = time.perf_counter()
         await save.click()
         await page.get_by_text("saved.").first.wait_for()
         self.submits.append((time.time(), (time.perf_counter() - started) * 1000))
+        in_page = await page.evaluate("window.__musegenSubmitMs")
+        if in_page is not None:
+            self.submits_in_page.append(in_page)
         await self.think()  # changes a control or two before the next take
 
     async def think(self) -> None:
@@ -152,7 +175,9 @@ class Session:
                 await self.one_round(page, rounds)
                 rounds += 1
         except Exception as error:  # a session that breaks is counted, not fatal to the bench
-            self.errors.append(f"{type(error).__name__}: {str(error).splitlines()[0][:200]}")
+            lines = str(error).splitlines()  # Playwright names what it waited for in a later line
+            waited = next((line.strip() for line in lines if "waiting for" in line), "")
+            self.errors.append(f"{type(error).__name__}: {lines[0][:200]} {waited[:200]}".rstrip())
 
 
 async def heavy_upload(context, url: str, folder: Path, delay_s: float) -> tuple[float, float]:
@@ -224,6 +249,7 @@ def summarise(sessions: list[Session], memory: dict, heavy: tuple[float, float])
         "sessions": len(sessions),
         "ratings_submitted": len(submits),
         "submit_ms": percentiles(submits),
+        "submit_in_page_ms": percentiles([ms for s in sessions for ms in s.submits_in_page]),
         "submit_ms_during_heavy_upload": percentiles(during),
         "heavy_upload_seconds": round(heavy[1] - heavy[0], 2),
         "generate_ms": percentiles([ms for s in sessions for ms in s.generates]),
@@ -246,7 +272,8 @@ def stored_leaks(db_url: str, sessions: int) -> dict:
 
 def markdown(result: dict) -> str:
     rows = [
-        ("rating submit", result["submit_ms"]),
+        ("rating submit, timed by the page", result["submit_in_page_ms"]),
+        ("rating submit, timed by the driver", result["submit_ms"]),
         ("… while a heavy file is read", result["submit_ms_during_heavy_upload"]),
         ("generate (8-bar take, to screen)", result["generate_ms"]),
     ]
