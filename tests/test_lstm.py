@@ -6,16 +6,15 @@ import json
 
 import pytest
 import torch
+from many_takes import OPTIONS, assert_each_take_is_its_seeds, seeded
 from safetensors.torch import load_file, save_file
 
 from musegen_core import encoding
-from musegen_core.controls import Controls, steering_table
 from musegen_core.errors import CheckpointError
 from musegen_core.hashing import file_sha256
 from musegen_core.models import checkpoint, registry
 from musegen_core.models.lstm import PRESETS, LSTMConfig, MelodyLSTM, _Stepper
 from musegen_core.models.style import StyleMix, repeat_rows, style_rows
-from musegen_core.music import Key
 
 TINY = PRESETS["lstm-tiny"]
 CARD = "# tiny\n\ntest model card\n"
@@ -308,35 +307,15 @@ def test_generate_takes_a_style_index_and_refuses_a_bad_one():
 
 # --- several takes at once ------------------------------------------------------------------------------------
 
-STEERING = steering_table(Controls(density=1.0, low=60, high=72, scale_pull=1.0), 16, 4, Key(0))
 
-
-def seeded(*seeds: int) -> list[torch.Generator]:
-    return [torch.Generator().manual_seed(seed) for seed in seeds]
-
-
-@pytest.mark.parametrize(
-    "options",
-    [
-        {},
-        {"style": 0},
-        {"style": StyleMix(0, 1, 0.3), "temperature": 0.8},
-        {"style": 1, "guidance": 2.5},
-        {"style": 0, "steering": STEERING, "top_p": 0.9},
-    ],
-)
+@OPTIONS
 def test_each_take_of_generate_many_is_the_single_take_with_its_seed(options):
     model = styled_model()
     with torch.no_grad():  # an untrained model is near-uniform: make the style and the steps matter
         model.head.weight.mul_(30)
         model.style_embedding.table.weight.mul_(10)
     context, positions = torch.tensor([19, 1, 1, 1, 23, 1]), torch.arange(6 + 40) % 16
-    seeds = (3, 1, 4, 1, 5)
-    takes = model.generate_many(context, positions, 40, generators=seeded(*seeds), **options)
-    assert takes.shape == (5, 40) and takes.dtype == torch.int64
-    for take, seed in zip(takes, seeds, strict=True):
-        assert torch.equal(take, model.generate(context, positions, 40, generator=seeded(seed)[0], **options))
-    assert not torch.equal(takes[0], takes[1]) and torch.equal(takes[1], takes[3])  # same seed, same take
+    assert_each_take_is_its_seeds(model, context, positions, 40, options)
 
 
 def test_generate_many_returns_takes_by_steps_and_refuses_a_bad_generators_list():

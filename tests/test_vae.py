@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from many_takes import OPTIONS, assert_each_take_is_its_seeds, seeded
 
 from musegen_core import encoding
-from musegen_core.controls import Controls, steering_table
 from musegen_core.errors import CheckpointError, ControlError
 from musegen_core.generate import VARIATION_BARS, _latent_windows, continue_melody, interpolate, variations
 from musegen_core.models.checkpoint import load_checkpoint, save_checkpoint, write_meta
@@ -334,23 +334,8 @@ def test_style_strength_pulls_the_latent_towards_the_asked_style_centroid(tiny):
 
 # --- several takes at once ------------------------------------------------------------------------------------
 
-STEERING = steering_table(Controls(density=1.0, low=60, high=72, scale_pull=1.0), 16, 4, Key(0))
 
-
-def seeded(*seeds: int) -> list[torch.Generator]:
-    return [torch.Generator().manual_seed(seed) for seed in seeds]
-
-
-@pytest.mark.parametrize(
-    "options",
-    [
-        {},
-        {"style": 0},
-        {"style": StyleMix(0, 1, 0.3), "temperature": 0.8},
-        {"style": 1, "guidance": 2.5},  # with measured centroids: pulls each take's z too
-        {"style": 0, "steering": STEERING, "top_p": 0.9},
-    ],
-)
+@OPTIONS
 def test_each_take_of_generate_many_is_the_single_take_with_its_seed(tiny, options):
     centroids = tuple(tuple(float(x) for x in torch.linspace(-1, 1, tiny.config.latent) * sign) for sign in (1, -1))
     model = MelodyVAE(replace(tiny.config, style_centroids=centroids)).eval()
@@ -359,12 +344,7 @@ def test_each_take_of_generate_many_is_the_single_take_with_its_seed(tiny, optio
         model.head.weight.mul_(10)
     context = torch.tensor([encoding.NOTE_ON + 20, encoding.HOLD, encoding.NOTE_ON + 24] * 4)  # shorter than WINDOW
     positions = torch.from_numpy(encoding.bar_positions(len(context) + 45, 16))  # two windows: 32 + 13 steps
-    seeds = (3, 1, 4, 1, 5)
-    takes = model.generate_many(context, positions, 45, generators=seeded(*seeds), **options)
-    assert takes.shape == (5, 45) and takes.dtype == torch.int64
-    for take, seed in zip(takes, seeds, strict=True):
-        assert torch.equal(take, model.generate(context, positions, 45, generator=seeded(seed)[0], **options))
-    assert not torch.equal(takes[0], takes[1]) and torch.equal(takes[1], takes[3])  # same seed, same take
+    assert_each_take_is_its_seeds(model, context, positions, 45, options)
 
 
 def test_generate_many_returns_takes_by_steps_and_refuses_a_bad_generators_list(tiny):
