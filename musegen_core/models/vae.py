@@ -196,11 +196,13 @@ class MelodyVAE(sampling.SamplesMany, nn.Module):
 
     @torch.inference_mode()
     def latent_of(self, tokens: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """μ and σ (each (latent,)) of one (WINDOW,) window; shorter input is padded with rests at the end."""
+        """μ and σ of one (time,) window — each (latent,) — or of a (rows, time) batch of windows on the same
+        positions — each (rows, latent); shorter input is padded with rests at the end to WINDOW steps."""
         tokens, positions = _pad_window(tokens, positions)
-        device = self.head.weight.device
-        mu, log_var = self.encode(tokens[None].to(device), positions[None].to(device))
-        return mu[0].cpu(), torch.exp(0.5 * log_var[0]).cpu()
+        device, rows = self.head.weight.device, tokens.reshape(-1, WINDOW)
+        mu, log_var = self.encode(rows.to(device), positions.expand(len(rows), -1).to(device))
+        shape = (*tokens.shape[:-1], -1)
+        return mu.reshape(shape).cpu(), torch.exp(0.5 * log_var).reshape(shape).cpu()
 
     @torch.inference_mode()
     def generate_many(
@@ -229,14 +231,13 @@ class MelodyVAE(sampling.SamplesMany, nn.Module):
         """
         if len(positions) != len(context) + steps or len(context) < 1:
             raise ValueError(f"need ≥ 1 context token and len(context) + steps positions (received {len(positions)})")
-        takes, device = sampling.count_takes(generators), self.head.weight.device
+        takes = sampling.count_takes(generators)
         tokens, done = context.cpu()[None], 0  # one row (one μ to encode) until the takes part after their first window
         while done < steps:
             recent, end = tokens[:, -WINDOW:], tokens.shape[1]
-            recent, where = _pad_window(recent, positions[end - recent.shape[1] : end].cpu())
-            mu, _ = self.encode(recent.to(device), where.expand(len(recent), -1).to(device))
+            mu, _ = self.latent_of(recent, positions[end - recent.shape[1] : end].cpu())
             noise = torch.stack([torch.randn(mu.shape[1], generator=generator) for generator in generators])
-            z = self.style_pull(mu.cpu() + self.config.continue_noise * temperature * noise, style, guidance)
+            z = self.style_pull(mu + self.config.continue_noise * temperature * noise, style, guidance)
             size = min(WINDOW, steps - done)
             window = self._decode_windows(
                 z, positions[end : end + size], temperature=temperature, top_p=top_p, generators=generators,
