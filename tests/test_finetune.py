@@ -400,18 +400,31 @@ def test_a_run_killed_mid_way_resumes_to_the_same_weights(dirs, tmp_path):
 # --- DDP and devices ----------------------------------------------------------------------------------------------
 
 
+# What each torchrun process runs: the fine-tune's own entry point, then a count of gloo's threads still alive.
+FINETUNE_THEN_COUNT_THREADS = """
+import os, sys
+from musegen_core.training.finetune import main
+code = main(sys.argv[1:])
+names = [open(f"/proc/self/task/{task}/comm").read().strip() for task in os.listdir("/proc/self/task")]
+print(f"exit {code}, gloo threads left {sum(name.startswith('gloo') for name in names)}")
+sys.exit(code)
+"""
+
+
 def test_two_cpu_processes_under_torchrun_train_like_one(dirs, tmp_path, cache, monkeypatch):
     monkeypatch.setenv("MUSEGEN_CACHE_DIR", str(cache))  # the corpus anchor's windows are sharded too
     ship(dirs[0], "lstm")
     data = preferences.write_feedback(synthetic(), tmp_path / "feedback")
     common = ["--model", "tiny", "--dataset", str(data), "--steps", "6", "--batch-size", "8", "--lr", "3e-3",
               "--no-gate", "--device", "cpu", "--corpus-windows", "6", *GATE_FLAGS]  # fmt: skip
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    run = subprocess.run([*launcher, "-m", "musegen_core.training.finetune", *common, "--out", str(tmp_path / "ddp")],
-                         env=os.environ | {"OMP_WAIT_POLICY": "PASSIVE"}, cwd=tmp_path, capture_output=True,
-                         text=True, timeout=240)  # fmt: skip
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "--no-python"]
+    run = subprocess.run([*launcher, sys.executable, "-c", FINETUNE_THEN_COUNT_THREADS, *common, "--out",
+                          str(tmp_path / "ddp")], env=os.environ | {"OMP_WAIT_POLICY": "PASSIVE"}, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=240)  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.count("wrote ") == 1  # only rank 0 writes
+    # each process left the group with gloo's threads joined: none left running into interpreter shutdown
+    assert run.stdout.count("exit 0, gloo threads left 0") == 2, run.stdout[-2000:]
     single = finetune.finetune("tiny", data, steps=6, gate=False, out=str(tmp_path / "one"), corpus_windows=6,
                                **FAST | {"corpus_weight": 1.0}, **GATE)  # fmt: skip
     ddp = checkpoint.load_checkpoint(tmp_path / "ddp")
