@@ -16,10 +16,11 @@ it stars, Save rating, pause again. `--think-seconds 0` is a stress test instead
   it is being read are reported separately;
 - leakage: every session's page must show its own melody's note count, and every stored rating must name the
   session's own file (`prime_name`) — any mismatch is counted;
-- memory: the server's resident memory when started, after one warm-up session's first take (models, SoundFont and
-  music21 loaded), once every session has a take, and at the end; growth per session = (every session − warm) /
-  sessions. The models and the SoundFont are `st.cache_resource`/module-level
-  objects shared by every session, so per-session growth is session state (takes, uploads), not model copies.
+- memory: resident memory of the server and of its worker processes (reading, rendering, generating: a fixed number
+  per pool, `MUSEGEN_WORKERS`), each reported, when started, after one warm-up session's first take (models,
+  SoundFont and music21 loaded), once every session has a take, and at the end; growth per session = (every session −
+  warm, both summed) / sessions. Models and SoundFonts are loaded once per process that uses them and shared by every
+  session, so per-session growth is session state (takes, uploads), not model copies.
 
     .venv/bin/python bench/sessions.py [--sessions 30] [--minutes 3]
 
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime
 import json
 import os
@@ -106,11 +108,26 @@ def start_server(folder: Path) -> tuple[subprocess.Popen, str, str]:
 
 
 def rss_mb(pid: int) -> float:
-    """Resident memory of a process, MB (from /proc)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """Resident memory of a process, MB (from /proc); 0 for one that has ended."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return 0.0
+    return next((int(line.split()[1]) / 1024 for line in lines if line.startswith("VmRSS:")), 0.0)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process started by `pid`, and by those (the server's worker processes), from /proc."""
+    children = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            children += [int(child) for child in (task / "children").read_text().split()]
+    return [grandchild for child in children for grandchild in (child, *descendants(child))]
+
+
+def memory_mb(pid: int) -> tuple[float, float]:
+    """(server, its worker processes): resident memory in MB."""
+    return rss_mb(pid), sum(map(rss_mb, descendants(pid)))
 
 
 class Session:
@@ -208,24 +225,24 @@ async def drive(args: argparse.Namespace, url: str, folder: Path, server_pid: in
     from playwright.async_api import async_playwright
 
     sessions = [Session(i, folder, args.think_seconds) for i in range(args.sessions)]
-    memory = {"before_mb": rss_mb(server_pid)}
+    memory = {"before_mb": memory_mb(server_pid)}
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
             executable_path=browser_command(folder, args.browser_nice), headless=True, args=FLAGS
         )
         warm_up = Session(99, folder)  # loads the model, SoundFont and music21 once, before the class arrives
         await warm_up.one_round(await warm_up.open(await browser.new_context(), url), 0)
-        memory["warm_mb"] = rss_mb(server_pid)
+        memory["warm_mb"] = memory_mb(server_pid)
         contexts = [await browser.new_context(viewport={"width": 1200, "height": 900}) for _ in sessions]
         until = time.time() + 60 * args.minutes
         runs = [asyncio.create_task(s.run(c, url, until)) for s, c in zip(sessions, contexts, strict=True)]
         heavy = asyncio.create_task(heavy_upload(await browser.new_context(), url, folder, 30 * args.minutes))
         while not all(s.submits or s.errors for s in sessions) and time.time() < until:
             await asyncio.sleep(1)
-        memory["all_sessions_mb"] = rss_mb(server_pid)
+        memory["all_sessions_mb"] = memory_mb(server_pid)
         await asyncio.gather(*runs)
         heavy_window = await heavy
-        memory["end_mb"] = rss_mb(server_pid)
+        memory["end_mb"] = memory_mb(server_pid)
         await browser.close()
     return summarise(sessions, memory, heavy_window)
 
@@ -244,7 +261,7 @@ def browser_command(folder: Path, nice: int) -> str:
 def summarise(sessions: list[Session], memory: dict, heavy: tuple[float, float]) -> dict:
     submits = [ms for s in sessions for _, ms in s.submits]
     during = [ms for s in sessions for when, ms in s.submits if heavy[0] <= when <= heavy[1] + 1]
-    memory["growth_per_session_mb"] = (memory["all_sessions_mb"] - memory["warm_mb"]) / len(sessions)
+    memory["growth_per_session_mb"] = (sum(memory["all_sessions_mb"]) - sum(memory["warm_mb"])) / len(sessions)
     return {
         "sessions": len(sessions),
         "ratings_submitted": len(submits),
@@ -287,11 +304,16 @@ def markdown(result: dict) -> str:
         f"sessions {result['sessions']}, ratings submitted {result['ratings_submitted']}, stored "
         f"{result['store']['ratings_stored']}, page leaks {result['page_leaks']}, stored ratings naming another "
         f"file {result['store']['ratings_naming_unknown_files']}, session errors {len(result['session_errors'])}; "
-        f"heavy upload read in {result['heavy_upload_seconds']} s; server memory {m['before_mb']:.0f} (started) → "
-        f"{m['warm_mb']:.0f} (one session warm) → {m['all_sessions_mb']:.0f} (every session has a take) → "
-        f"{m['end_mb']:.0f} MB (end): {m['growth_per_session_mb']:.1f} MB per session",
+        f"heavy upload read in {result['heavy_upload_seconds']} s; memory, server + its workers: "
+        f"{_mb(m['before_mb'])} (started) → {_mb(m['warm_mb'])} (one session warm) → {_mb(m['all_sessions_mb'])} "
+        f"(every session has a take) → {_mb(m['end_mb'])} MB (end): {m['growth_per_session_mb']:.1f} MB per session",
     ]
     return "\n".join(lines)
+
+
+def _mb(server_and_workers: list[float]) -> str:
+    server, workers = server_and_workers
+    return f"{server:.0f} + {workers:.0f}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -51,3 +51,7 @@ class ParseWorkerError(WorkerError, FormatError):
 
 class RenderWorkerError(WorkerError, RenderError):
     """The worker rendering audio failed (a `RenderError` too)."""
+
+
+class GenerateWorkerError(WorkerError):
+    """The worker generating a take failed."""

@@ -20,10 +20,11 @@ from musegen_core.feedback import Rating
 from musegen_core.formats.export import EXPORT_FORMATS, export_piece, takes_zip
 from musegen_core.formats.midi import piece_to_midi
 from musegen_core.generate import Continuation, Restyled, continue_melody, interpolate, restyle, variations
-from musegen_core.models.registry import ModelInfo
+from musegen_core.models.registry import ModelInfo, model_folder
 from musegen_core.music import Part, Piece
 from musegen_core.render.audio import RenderSettings, render
 from musegen_core.render.audio_export import encode_mp3
+from musegen_core.workers import continue_isolated
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,9 @@ def _control_label(name: str) -> str:
     return name.replace("key_mode", "key/mode").replace("_", " ")
 
 
+ISOLATED = "isolated"  # `make_take`'s model: generate in a worker process
+
+
 def make_take(
     number: int,
     model: Any,
@@ -79,8 +83,12 @@ def make_take(
     part_index: int = 0,
     tune_index: int = 0,
 ) -> Take:
-    """Continue the chosen part of `prime` with `model` under `controls`."""
-    continuation = continue_melody(model, prime, controls, part_index=part_index)
+    """Continue the chosen part of `prime` under `controls` with `model`, a loaded model, or with `ISOLATED`: the
+    model of `info` in a generating worker process (`workers.continue_isolated`), which is what the app does."""
+    if model is ISOLATED:
+        continuation = continue_isolated(model_folder(info.name), prime, controls, part_index)
+    else:
+        continuation = continue_melody(model, prime, controls, part_index=part_index)
     layout = {"start_beats": continuation.start_beats, "pickup_beats": continuation.prime.pickup_beats}  # for MIDI
     settings = {**controls.as_dict(), "part_index": part_index, "tune_index": tune_index, **layout}
     return Take(number, continuation, info, controls.seed, settings, prime_name)

@@ -1,4 +1,5 @@
-"""Killable worker processes for the risky work: reading uploaded files and rendering audio with FluidSynth.
+"""Killable worker processes for the risky and the heavy work: reading uploaded files, rendering audio with
+FluidSynth, and generating takes.
 
 music21 and mido read bytes a stranger uploaded; libfluidsynth is C code. A hang, a memory blow-up or a segfault in
 them must cost one clear message, not the server. So the server parses uploads and renders audio only in warm
@@ -7,14 +8,23 @@ overruns is killed; one that crashes, runs out of memory or answers anything une
 gets a `WorkerError` saying what happened and what to do next (a `ParseWorkerError`, which is also a `FormatError`,
 or a `RenderWorkerError`, also a `RenderError`); the next job gets a fresh worker.
 
+Generation runs in workers too, for another reason: a take is up to a few seconds of Python-heavy model code, and in
+the server process it held the interpreter lock that every other session's page runs and rating submits need (30
+students on two cores: a submit waited seconds behind other students' takes). A generating worker runs at a lower
+CPU priority (`GENERATE_NICENESS`), so the server answers clicks first; the take waits instead, while its student
+is still listening to the last one. It loads a model from its checkpoint folder (safetensors + JSON, the server's
+own models) on first use and keeps the last `GENERATOR_MODELS` it used, reloaded when a folder's checkpoint changes.
+
 Public API:
     open_untrusted(data, filename) -> MusicFile        `formats.open_music_file` in a reading worker
     load_untrusted(data, filename, tune_index) -> Piece `open_music_file(...).load(tune_index)` in a reading worker
     transcribe_untrusted(data, filename) -> Transcription  `transcribe.transcribe` in a listening worker
     render_isolated(piece, settings, soundfont) -> Render  what `render.audio.render` runs on a cache miss
-    run_in_worker(pool, activity, limits, target, *args, data=b"", decode=...)  any job, in "read", "listen" or
-                                                        "render"
-    parse_limits(), listen_limits(), render_limits() -> Limits  the limits configured now
+    continue_isolated(folder, prime, controls, part_index) -> Continuation  `generate.continue_melody` with the
+                                                        model in checkpoint folder `folder`, in a generating worker
+    run_in_worker(pool, activity, limits, target, *args, data=b"", decode=...)  any job, in "read", "listen",
+                                                        "render" or "generate"
+    parse_limits(), listen_limits(), render_limits(), generate_limits() -> Limits  the limits configured now
     shutdown()                                          stop the idle workers (the next job starts fresh ones)
 
 Limits, from environment variables read at every job (a value that is not a number in range is refused with a
@@ -30,7 +40,11 @@ Limits, from environment variables read at every job (a value that is not a numb
                                     plus ~7 s to load MuseScore General on first use)
     MUSEGEN_RENDER_MEMORY_MB  2500  address space of a rendering worker, in MB (three SoundFonts loaded and a
                                     10-minute render peak at ~1.6 GB)
-    MUSEGEN_WORKERS           2     workers per pool ("read", "render"); more jobs at once wait for a free one
+    MUSEGEN_GENERATE_TIMEOUT_S 120  seconds for one take (32 bars at the highest style strength take ~5 s alone;
+                                    30 students generating at once on two cores queue behind each other)
+    MUSEGEN_GENERATE_MEMORY_MB 3000 address space of a generating worker, in MB (torch, music21 and the four
+                                    shipped families loaded: ~720 MB)
+    MUSEGEN_WORKERS           2     workers per pool ("read", "render", ...); more jobs at once wait for a free one
                                     (read when a pool is first used)
 A job's CPU-time limit is its timeout + 1 s: a backstop that ends a runaway worker even if nobody waits for it.
 
@@ -87,13 +101,15 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 import numpy as np
 
 from musegen_core import errors
-from musegen_core.errors import MusegenError, ParseWorkerError, RenderWorkerError, WorkerError
+from musegen_core.errors import GenerateWorkerError, MusegenError, ParseWorkerError, RenderWorkerError, WorkerError
 from musegen_core.formats import MusicFile, check_upload_size, open_music_file
 from musegen_core.music import Note, Part, Piece, piece_from_dict, piece_to_dict
 from musegen_core.render import audio
 from musegen_core.render.soundfonts import DEFAULT_SOUNDFONT_ID, SoundFont, resolve_soundfont
 
-if TYPE_CHECKING:  # imported where used: `transcribe` needs `controls`, hence torch, which reading workers never load
+if TYPE_CHECKING:  # imported where used: these need torch, which reading and rendering workers never load
+    from musegen_core.controls import Controls
+    from musegen_core.generate import Continuation
     from musegen_core.transcribe import Transcription
 
 log = logging.getLogger("musegen.workers")
@@ -104,6 +120,10 @@ LISTEN_TIMEOUT_ENV = "MUSEGEN_LISTEN_TIMEOUT_S"
 LISTEN_MEMORY_ENV = "MUSEGEN_LISTEN_MEMORY_MB"
 RENDER_TIMEOUT_ENV = "MUSEGEN_RENDER_TIMEOUT_S"
 RENDER_MEMORY_ENV = "MUSEGEN_RENDER_MEMORY_MB"
+GENERATE_TIMEOUT_ENV = "MUSEGEN_GENERATE_TIMEOUT_S"
+GENERATE_MEMORY_ENV = "MUSEGEN_GENERATE_MEMORY_MB"
+GENERATE_NICENESS = 10  # added to a generating worker's nice value: the server's own work gets the CPU first
+GENERATOR_MODELS = 8  # models a generating worker keeps loaded (a few MB each)
 WORKERS_ENV = "MUSEGEN_WORKERS"
 TIMEOUT_RANGE_S = (0.1, 3600.0)
 MEMORY_RANGE_MB = (256, 1_048_576)
@@ -189,6 +209,21 @@ def render_limits() -> Limits:
     return Limits(
         _env_number(RENDER_TIMEOUT_ENV, 60.0, TIMEOUT_RANGE_S),
         int(_env_number(RENDER_MEMORY_ENV, 2500, MEMORY_RANGE_MB)),
+    )
+
+
+GENERATING = Activity(
+    "generating the take",
+    "Try fewer bars or a lower style strength; if many people are generating at once, try again in a moment.",
+    GenerateWorkerError,
+)
+
+
+def generate_limits() -> Limits:
+    """The limits of one take (`MUSEGEN_GENERATE_TIMEOUT_S`, `MUSEGEN_GENERATE_MEMORY_MB`)."""
+    return Limits(
+        _env_number(GENERATE_TIMEOUT_ENV, 120.0, TIMEOUT_RANGE_S),
+        int(_env_number(GENERATE_MEMORY_ENV, 3000, MEMORY_RANGE_MB)),
     )
 
 
@@ -280,6 +315,54 @@ def render_isolated(piece: Piece, settings: audio.RenderSettings, soundfont: Sou
     """
     args = piece_to_dict(piece), _settings_to_dict(settings), _soundfont_to_dict(soundfont)
     return run_in_worker("render", RENDERING, render_limits(), _render_job, *args, decode=_render)
+
+
+def continue_isolated(folder: Path, prime: Piece, controls: Controls, part_index: int = 0) -> Continuation:
+    """`generate.continue_melody` run in a generating worker, with the model whose checkpoint is in `folder`.
+
+    Raises:
+        ControlError, CheckpointError: as `continue_melody` and `load_checkpoint`; a `GenerateWorkerError` when the
+            worker overran a limit or failed.
+    """
+    args = str(folder), piece_to_dict(prime), controls.as_dict(), part_index
+    return run_in_worker("generate", GENERATING, generate_limits(), _continue_job, *args, decode=_continuation)
+
+
+def _continue_job(folder: str, prime: dict[str, Any], controls: dict[str, Any], part_index: int) -> Answer:
+    from musegen_core.controls import Controls
+    from musegen_core.generate import continue_melody
+
+    model = _generator_model(Path(folder))
+    take = continue_melody(model, piece_from_dict(prime), Controls.from_dict(controls), part_index=part_index)
+    answer = {"prime": piece_to_dict(take.prime), "generated": piece_to_dict(take.generated)}
+    return {**answer, "start_beats": take.start_beats}, b""
+
+
+def _generator_model(folder: Path) -> Any:
+    """The model in checkpoint `folder`, loaded once per checkpoint (its config's weights hash) in this worker."""
+    from musegen_core.models.checkpoint import load_checkpoint, read_meta
+
+    key = (str(folder), read_meta(folder)["sha256"])
+    if key not in _GENERATOR_MODELS:
+        _GENERATOR_MODELS[key] = load_checkpoint(folder).model
+        while len(_GENERATOR_MODELS) > GENERATOR_MODELS:
+            _GENERATOR_MODELS.popitem(last=False)
+    _GENERATOR_MODELS.move_to_end(key)
+    return _GENERATOR_MODELS[key]
+
+
+_GENERATOR_MODELS: OrderedDict[tuple[str, str], Any] = OrderedDict()  # in a generating worker
+
+
+def _continuation(value: Any, blob: bytearray) -> Continuation:
+    """A `Continuation` from a generating job's answer: two pieces and a finite start."""
+    from musegen_core.generate import Continuation
+
+    fields = _record(value, ("prime", "generated", "start_beats"))
+    start = fields["start_beats"]
+    if blob or type(start) not in (int, float) or not math.isfinite(start) or start < 0:
+        raise ValueError("not a continuation")
+    return Continuation(piece_from_dict(fields["prime"]), piece_from_dict(fields["generated"]), float(start))
 
 
 def _open_job(filename: str, *, data: bytes) -> Answer:
@@ -748,7 +831,18 @@ def _warm_listener() -> None:
     warm_up()
 
 
-_WARM_UPS: dict[str, Callable[[], None]] = {"read": _warm_reader, "render": _warm_renderer, "listen": _warm_listener}
+def _warm_generator() -> None:
+    """Lower this worker's CPU priority, and import torch and the models' code (models load on first use)."""
+    os.nice(GENERATE_NICENESS)
+    import musegen_core.generate  # noqa: F401
+
+
+_WARM_UPS: dict[str, Callable[[], None]] = {
+    "read": _warm_reader,
+    "render": _warm_renderer,
+    "listen": _warm_listener,
+    "generate": _warm_generator,
+}
 
 
 def _apply_limits(limits: Limits) -> None:

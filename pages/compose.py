@@ -24,6 +24,7 @@ from musegen_core.render.pianoroll import (
     takes_roll,
 )
 from musegen_core.studio import (
+    ISOLATED,
     LatentTakes,
     describe_piece,
     in_a_row,
@@ -153,8 +154,7 @@ def continue_form(state: ui.ComposeState, info: ModelInfo, piece: Piece, name: s
         controls = Controls.with_mood(mood, **values) if mood != NO_MOOD else Controls(**values)
         state.takes_made += 1
         state.keep(make_take(
-            state.takes_made, ui.model(info.name), info, piece, controls, prime_name=name, part_index=part,
-            tune_index=tune,
+            state.takes_made, ISOLATED, info, piece, controls, prime_name=name, part_index=part, tune_index=tune,
         ))  # fmt: skip
 
 

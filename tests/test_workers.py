@@ -13,6 +13,7 @@ import os
 import pickle  # only to build hostile payloads and show they are real; nothing received is unpickled
 import pyexpat
 import resource
+import shutil
 import signal
 import socket
 import struct
@@ -27,8 +28,12 @@ import pytest
 
 from musegen_core import formats, workers
 from musegen_core.cli import main as cli_main
+from musegen_core.controls import Controls
 from musegen_core.errors import (
+    CheckpointError,
+    ControlError,
     FormatError,
+    GenerateWorkerError,
     MusegenError,
     ParseWorkerError,
     RenderError,
@@ -37,6 +42,8 @@ from musegen_core.errors import (
     WorkerError,
 )
 from musegen_core.formats import open_music_file, piece_to_midi
+from musegen_core.generate import continue_melody
+from musegen_core.models.registry import load_model, model_folder
 from musegen_core.music import Key, Note, Part, Piece, TimeSignature, piece_from_dict, piece_to_dict
 from musegen_core.render.audio import RenderSettings, render, render_in_process, render_uncached
 from musegen_core.render.soundfonts import SoundFont, resolve_soundfont
@@ -671,6 +678,62 @@ def test_a_crashing_synthesiser_costs_a_message_and_the_next_render_works() -> N
     )
     assert isinstance(error, RenderError) and error.reason == "crash"
     assert render_uncached(_melody()).seconds > 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Generating in a worker.
+
+
+def _generate(target: object, *args: object) -> object:
+    return workers.run_in_worker(
+        "generate", workers.GENERATING, workers.generate_limits(), target, *args, decode=lambda v, b: v
+    )
+
+
+@pytest.mark.parametrize(
+    "controls",
+    [Controls(bars=4, seed=3), Controls(bars=4, seed=5, style="irish", style_strength=4.0, key="D", mode="dorian")],
+    ids=["plain", "styled-in-D-dorian"],
+)
+def test_a_take_made_in_a_worker_is_the_take_made_here(controls: Controls) -> None:
+    isolated = workers.continue_isolated(model_folder("lstm-folk"), _melody(), controls)
+    assert isolated == continue_melody(load_model("lstm-folk"), _melody(), controls)
+    assert isolated.generated.note_count > 0
+
+
+def test_a_takes_own_error_comes_back_with_its_message() -> None:
+    with pytest.raises(ControlError, match="style must be one of"):
+        workers.continue_isolated(model_folder("lstm-folk"), _melody(), Controls(bars=2, style="reggae"))
+    with pytest.raises(ControlError, match="part"):
+        workers.continue_isolated(model_folder("lstm-folk"), _melody(), Controls(bars=2), part_index=3)
+
+
+def test_a_worker_loads_a_model_again_when_its_checkpoint_changes(tmp_path: Path) -> None:
+    folder = tmp_path / "lstm"
+    shutil.copytree(model_folder("lstm-folk"), folder)
+    assert workers.continue_isolated(folder, _melody(), Controls(bars=2)).generated.note_count > 0
+    meta = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**meta, "sha256": "0" * 64}))  # a replaced checkpoint
+    with pytest.raises(CheckpointError):  # loaded again, and checked: the weights no longer match
+        workers.continue_isolated(folder, _melody(), Controls(bars=2))
+
+
+def test_a_hanging_take_is_stopped_with_a_message_and_the_next_take_works(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(workers.GENERATE_TIMEOUT_ENV, "1")
+    error, seconds = _timed(_generate, _hang)
+    assert isinstance(error, GenerateWorkerError) and error.reason == "timeout" and 1.0 <= seconds < 4.0
+    assert str(error) == (
+        "MuseGen stopped generating the take: it took longer than 1 s. Try fewer bars or a lower style strength; if "
+        "many people are generating at once, try again in a moment."
+    )
+    monkeypatch.setenv(workers.GENERATE_TIMEOUT_ENV, "120")
+    assert workers.continue_isolated(model_folder("lstm-folk"), _melody(), Controls(bars=2)).generated.note_count
+
+
+def test_generating_workers_give_way_to_the_server() -> None:
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    assert os.getpriority(os.PRIO_PROCESS, _generate(_pid)) == min(19, ours + workers.GENERATE_NICENESS)
+    assert os.getpriority(os.PRIO_PROCESS, _read(_pid)) == ours  # reading is not
 
 
 # ---------------------------------------------------------------------------------------------------------------
