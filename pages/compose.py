@@ -225,7 +225,7 @@ def show_latent(takes: LatentTakes) -> None:
         ui.audio(piece, column)
         column.download_button(
             "MIDI", piece_to_midi(piece), file_name=f"musegen-{takes.number}-{label.lower().replace(' ', '-')}.mid",
-            mime="audio/midi", key=f"midi-{takes.number}-{i}",
+            mime="audio/midi", key=f"midi-{takes.number}-{i}", on_click="ignore",
         )  # fmt: skip
 
 
@@ -277,7 +277,7 @@ def compare_takes(state: ui.ComposeState, source: tuple[str, int, int]) -> None:
     archive = ui.all_takes_zip(takes, ui.sound_settings())
     st.download_button(
         f"Download all {len(takes)} takes (zip: MIDI, MusicXML, ABC, WAV)", archive, file_name="musegen-takes.zip",
-        mime="application/zip",
+        mime="application/zip", on_click="ignore",
     )  # fmt: skip
 
 

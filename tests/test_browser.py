@@ -134,6 +134,11 @@ def test_upload_generate_listen_rate(server: tuple[str, str], page, tmp_path: Pa
     )
     assert played > 0.1  # the browser decoded the WAV and its clock moved
 
+    with page.expect_download() as download:  # the MP3 is encoded only now, when it is asked for
+        page.get_by_role("button", name="MP3").click()
+    assert download.value.suggested_filename == "musegen-take-1.mp3"
+    assert Path(download.value.path()).read_bytes()[:2] == b"\xff\xfb"  # an MPEG-1 layer III frame
+
     page.get_by_role("button", name="Save rating").wait_for()
     page.locator("[data-testid='stFeedback'] button, [data-testid='stButtonGroup'] button").nth(4).click()
     page.get_by_role("button", name="Save rating").click()
