@@ -165,3 +165,16 @@ def test_zoom_and_pan_stay_within_the_notes_and_the_shown_beats() -> None:
 def test_a_roll_serialises_to_json() -> None:
     figure = takes_roll(_scale(), [("A", _scale(8.0)), ("B", _scale(8.0))], overlaid=False)
     assert '"connectgaps":true' in figure.to_json().replace(" ", "")
+
+
+def test_every_figure_has_the_white_look_without_naming_a_template() -> None:
+    from musegen_core.analysis import compare
+    from musegen_core.render.analysis_plots import analysis_figure
+
+    figures = [
+        piano_roll([RollLayer("Prime", _scale(), PRIME_COLOR)]),
+        takes_roll(_scale(), [("A", _scale(8.0))], overlaid=False),
+        analysis_figure(*compare(_scale(), _scale(8.0))),
+    ]
+    for figure in figures:
+        assert figure.layout.template.layout.plot_bgcolor == "white"  # plotly_white, not plotly's blue-grey

@@ -16,7 +16,10 @@ from plotly.subplots import make_subplots
 
 from musegen_core.analysis import INTERVALS, MAX_INTERVAL, RHYTHM_LABELS, Analysis, degree_labels
 from musegen_core.music import pitch_name
+from musegen_core.render.figures import use_musegen_look
 from musegen_core.render.pianoroll import PRIME_COLOR, TAKE_COLOR
+
+use_musegen_look()
 
 HEIGHT = 420  # the piano roll's default height, to sit beside one
 INTERVAL_TICKS = (-12, -7, -5, -2, 0, 2, 5, 7, 12)
@@ -119,7 +122,6 @@ def _style(figure: go.Figure, prime: Analysis, height: int) -> None:
         height=height,
         barmode="group",
         bargap=0.15,
-        template="plotly_white",
         font={"size": FONT_SIZE},
         margin={"l": 50, "r": 10, "t": 60, "b": 30},
         legend={"orientation": "h", "yanchor": "bottom", "y": 1.1, "xanchor": "left", "x": 0.0},  # clear of the modebar

@@ -10,7 +10,10 @@ from datetime import date
 import plotly.graph_objects as go
 
 from musegen_core.feedback.store import RatingStat, WinRate
+from musegen_core.render.figures import use_musegen_look
 from musegen_core.render.pianoroll import SET_COLORS
+
+use_musegen_look()
 
 BY_MODEL, BY_STYLE = "model", "style"
 HEIGHT = 380
@@ -137,7 +140,6 @@ def _layout(figure: go.Figure, title: str, *, y_title: str = "") -> None:
         height=HEIGHT,
         margin={"l": 10, "r": 10, "t": 50, "b": 10},
         legend={"orientation": "h", "y": -0.2},
-        template="plotly_white",
     )
     if y_title:
         figure.update_yaxes(title_text=y_title)

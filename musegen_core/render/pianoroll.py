@@ -21,6 +21,9 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from musegen_core.music import Note, Part, Piece, pitch_name
+from musegen_core.render.figures import use_musegen_look
+
+use_musegen_look()
 
 PRIME_COLOR = "#4C78A8"  # blue: the user's melody
 TAKE_COLOR = "#F58518"  # orange: a model's continuation
@@ -335,7 +338,6 @@ def _style(figure: go.Figure, title: str, height: int, frame: _Frame, rows: int)
         title=title or None,
         height=height,
         barmode="overlay",
-        template="plotly_white",
         hovermode="closest",
         dragmode="zoom",
         margin=margin,
