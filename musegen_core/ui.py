@@ -36,7 +36,7 @@ from musegen_core.models.registry import ModelInfo, list_models, load_model, pro
 from musegen_core.music import Piece
 from musegen_core.render.analysis_plots import analysis_figure
 from musegen_core.render.audio import RenderSettings, render
-from musegen_core.render.notation import Engraving, notation_svg
+from musegen_core.render.notation import Engraving
 from musegen_core.render.soundfonts import installed_soundfonts, user_soundfont_file, user_soundfonts_allowed
 from musegen_core.studio import Download, LatentTakes, Take, downloads, takes_archive
 from musegen_core.transcribe import (
@@ -48,7 +48,7 @@ from musegen_core.transcribe import (
     Transcription,
     requantise,
 )
-from musegen_core.workers import load_untrusted, open_untrusted, transcribe_untrusted
+from musegen_core.workers import engrave_isolated, load_untrusted, open_untrusted, transcribe_untrusted
 
 log = logging.getLogger("musegen.ui")
 UPLOAD, HUM, TYPE, BUILT_IN = "Upload a file", "Hum or sing", "Type it", "Built-in tunes"
@@ -494,7 +494,9 @@ def wav_bytes(piece: Piece) -> bytes:
 
 @st.cache_data(show_spinner="Engraving…", max_entries=64)
 def _engraving(piece: Piece, projector: bool) -> Engraving:
-    return notation_svg(piece, width_px=1100 if projector else 800, projector=projector)
+    """`render.notation.notation_svg` in a rendering worker (`workers.engrave_isolated`): music21 and verovio take
+    ~30 ms a melody of CPU the server's sessions need."""
+    return engrave_isolated(piece, 1100 if projector else 800, projector)
 
 
 def notation(piece: Piece, title: str, projector: bool, where: Any = st) -> None:

@@ -8,7 +8,9 @@ overruns is killed; one that crashes, runs out of memory or answers anything une
 gets a `WorkerError` saying what happened and what to do next (a `ParseWorkerError`, which is also a `FormatError`,
 or a `RenderWorkerError`, also a `RenderError`); the next job gets a fresh worker.
 
-Generation runs in workers too, for another reason: a take is up to a few seconds of Python-heavy model code, and in
+Notation (music21 writing MusicXML, verovio engraving it) and generation run in workers too, for another reason:
+both are CPU-heavy, and notation was the largest share of the server's busy time under 30 sessions once takes were
+made in workers. Generation: a take is up to a few seconds of Python-heavy model code, and in
 the server process it held the interpreter lock that every other session's page runs and rating submits need (30
 students on two cores: a submit waited seconds behind other students' takes). A generating worker runs at a lower
 CPU priority (`GENERATE_NICENESS`), so the server answers clicks first; the take waits instead, while its student
@@ -20,6 +22,7 @@ Public API:
     load_untrusted(data, filename, tune_index) -> Piece `open_music_file(...).load(tune_index)` in a reading worker
     transcribe_untrusted(data, filename) -> Transcription  `transcribe.transcribe` in a listening worker
     render_isolated(piece, settings, soundfont) -> Render  what `render.audio.render` runs on a cache miss
+    engrave_isolated(piece, width_px, projector) -> Engraving  `render.notation.notation_svg` in a rendering worker
     continue_isolated(folder, prime, controls, part_index) -> Continuation  `generate.continue_melody` with the
                                                         model in checkpoint folder `folder`, in a generating worker
     run_in_worker(pool, activity, limits, target, *args, data=b"", decode=...)  any job, in "read", "listen",
@@ -110,6 +113,7 @@ from musegen_core.render.soundfonts import DEFAULT_SOUNDFONT_ID, SoundFont, reso
 if TYPE_CHECKING:  # imported where used: these need torch, which reading and rendering workers never load
     from musegen_core.controls import Controls
     from musegen_core.generate import Continuation
+    from musegen_core.render.notation import Engraving
     from musegen_core.transcribe import Transcription
 
 log = logging.getLogger("musegen.workers")
@@ -363,6 +367,39 @@ def _continuation(value: Any, blob: bytearray) -> Continuation:
     if blob or type(start) not in (int, float) or not math.isfinite(start) or start < 0:
         raise ValueError("not a continuation")
     return Continuation(piece_from_dict(fields["prime"]), piece_from_dict(fields["generated"]), float(start))
+
+
+ENGRAVING = Activity(
+    "engraving the notation",
+    "The piano roll and the audio show the same notes; the notation of a shorter piece may work.",
+    RenderWorkerError,
+)
+
+
+def engrave_isolated(piece: Piece, width_px: int, projector: bool) -> Engraving:
+    """`render.notation.notation_svg` run in a rendering worker: SVG pages of the piece's first bars.
+
+    Raises:
+        FormatError: as `notation_svg`; a `RenderWorkerError` when the worker overran a limit or failed.
+    """
+    args = piece_to_dict(piece), width_px, projector
+    return run_in_worker("render", ENGRAVING, render_limits(), _engrave_job, *args, decode=_engraving)
+
+
+def _engrave_job(piece: dict[str, Any], width_px: int, projector: bool) -> Answer:
+    from musegen_core.render.notation import notation_svg
+
+    engraving = notation_svg(piece_from_dict(piece), width_px=width_px, projector=projector)
+    return [list(engraving.pages), engraving.bars_shown, engraving.bars_total], b""
+
+
+def _engraving(value: Any, blob: bytearray) -> Engraving:
+    from musegen_core.render.notation import Engraving
+
+    pages, shown, total = _checked(value, list, 3)
+    if blob or not 0 <= _checked(shown, int) <= _checked(total, int):
+        raise ValueError("not an engraving")
+    return Engraving(tuple(_checked(page, str) for page in _checked(pages, list)), shown, total)
 
 
 def _open_job(filename: str, *, data: bytes) -> Answer:

@@ -12,6 +12,7 @@ import math
 import os
 import pickle  # only to build hostile payloads and show they are real; nothing received is unpickled
 import pyexpat
+import re
 import resource
 import shutil
 import signal
@@ -46,6 +47,7 @@ from musegen_core.generate import continue_melody
 from musegen_core.models.registry import load_model, model_folder
 from musegen_core.music import Key, Note, Part, Piece, TimeSignature, piece_from_dict, piece_to_dict
 from musegen_core.render.audio import RenderSettings, render, render_in_process, render_uncached
+from musegen_core.render.notation import notation_svg
 from musegen_core.render.soundfonts import SoundFont, resolve_soundfont
 
 DATA = Path(__file__).parent / "data"
@@ -678,6 +680,22 @@ def test_a_crashing_synthesiser_costs_a_message_and_the_next_render_works() -> N
     )
     assert isinstance(error, RenderError) and error.reason == "crash"
     assert render_uncached(_melody()).seconds > 0
+
+
+def _without_ids(svg: str) -> str:
+    """`svg` with verovio's element ids (new random ones on every engraving, also used in its CSS and classes)
+    replaced by one placeholder."""
+    ids = {part for value in re.findall(r'id="([^"]+)"', svg) for part in value.split("-") if len(part) >= 6}
+    return re.sub("|".join(sorted(map(re.escape, ids), key=len, reverse=True)), "ID", svg) if ids else svg
+
+
+def test_notation_engraved_in_a_worker_is_the_notation_engraved_here() -> None:
+    for width, projector in ((800, False), (1100, True)):
+        isolated = workers.engrave_isolated(_melody(), width, projector)
+        here = notation_svg(_melody(), width_px=width, projector=projector)
+        assert (isolated.bars_shown, isolated.bars_total) == (here.bars_shown, here.bars_total) == (2, 2)
+        assert list(map(_without_ids, isolated.pages)) == list(map(_without_ids, here.pages))
+        assert isolated.pages[0].startswith(f'<svg width="{width}px"')
 
 
 # ---------------------------------------------------------------------------------------------------------------
