@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import datetime
 import json
@@ -74,6 +75,43 @@ PAGE_TIMER = """() => {
   });
   observer.observe(document.body, { childList: true, subtree: true, characterData: true });
 }"""
+SAVED = b"saved."  # in the ForwardMsg (protobuf) that puts "rating #… saved." on the page
+
+
+class WireClock:
+    """The page's websocket traffic as Chromium's network stack timestamps it (DevTools protocol): from the first
+    frame the page sends after `arm()` (the Save click's rerun request) to the first frame it receives holding
+    "saved." — the server's answer time plus the loopback, without the time a CPU-starved tab takes to turn the
+    click into a message and the answer into pixels."""
+
+    def __init__(self) -> None:
+        self.armed = False
+        self.sent: float | None = None
+        self.ms: float | None = None
+
+    async def attach(self, context, page) -> None:
+        session = await context.new_cdp_session(page)
+        await session.send("Network.enable")
+        session.on("Network.webSocketFrameSent", self._sent)
+        session.on("Network.webSocketFrameReceived", self._received)
+
+    def arm(self) -> None:
+        self.armed, self.sent, self.ms = True, None, None
+
+    def _sent(self, event: dict) -> None:
+        if self.armed and self.sent is None:
+            self.sent = event["timestamp"]
+
+    def _received(self, event: dict) -> None:
+        if self.sent is None or self.ms is not None:
+            return
+        frame = event["response"]
+        payload = frame["payloadData"]
+        data = base64.b64decode(payload) if frame.get("opcode") == 2 else payload.encode()
+        if SAVED in data:
+            self.ms, self.armed = (event["timestamp"] - self.sent) * 1000, False
+
+
 HEAVY_NOTES = 8_000  # the heavy upload: a long legal MusicXML melody (music21 needs several seconds for it)
 
 
@@ -142,6 +180,8 @@ class Session:
         self.file.write_bytes(piece_to_midi(melody(self.notes)))
         self.submits: list[tuple[float, float]] = []  # (when, ms) as the driver times it
         self.submits_in_page: list[float] = []  # ms, as the page times it
+        self.submits_on_wire: list[float] = []  # ms, as the browser's network stack times it
+        self.wire = WireClock()
         self.generates: list[float] = []
         self.leaks = 0
         self.errors: list[str] = []
@@ -149,6 +189,7 @@ class Session:
     async def open(self, context, url: str) -> object:
         page = await context.new_page()
         page.set_default_timeout(TIMEOUT_MS)
+        await self.wire.attach(context, page)
         await page.goto(url)
         await page.get_by_text("Upload a melody to begin").wait_for()
         await page.locator("input[type=file]").set_input_files(str(self.file))
@@ -170,6 +211,7 @@ class Session:
         save = page.get_by_role("button", name="Save rating")
         await save.and_(page.locator(":enabled")).wait_for()  # the star click's own rerun has enabled it
         await page.evaluate(PAGE_TIMER)
+        self.wire.arm()
         started = time.perf_counter()
         await save.click()
         await page.get_by_text("saved.").first.wait_for()
@@ -177,6 +219,8 @@ class Session:
         in_page = await page.evaluate("window.__musegenSubmitMs")
         if in_page is not None:
             self.submits_in_page.append(in_page)
+        if self.wire.ms is not None:
+            self.submits_on_wire.append(self.wire.ms)
         await self.think()  # changes a control or two before the next take
 
     async def think(self) -> None:
@@ -267,6 +311,7 @@ def summarise(sessions: list[Session], memory: dict, heavy: tuple[float, float])
         "ratings_submitted": len(submits),
         "submit_ms": percentiles(submits),
         "submit_in_page_ms": percentiles([ms for s in sessions for ms in s.submits_in_page]),
+        "submit_on_wire_ms": percentiles([ms for s in sessions for ms in s.submits_on_wire]),
         "submit_ms_during_heavy_upload": percentiles(during),
         "heavy_upload_seconds": round(heavy[1] - heavy[0], 2),
         "generate_ms": percentiles([ms for s in sessions for ms in s.generates]),
@@ -289,6 +334,7 @@ def stored_leaks(db_url: str, sessions: int) -> dict:
 
 def markdown(result: dict) -> str:
     rows = [
+        ("rating submit, timed on the wire (server's answer)", result["submit_on_wire_ms"]),
         ("rating submit, timed by the page", result["submit_in_page_ms"]),
         ("rating submit, timed by the driver", result["submit_ms"]),
         ("… while a heavy file is read", result["submit_ms_during_heavy_upload"]),
