@@ -302,10 +302,21 @@ def browser_command(folder: Path, nice: int) -> str:
     return str(wrapper)
 
 
+def memory_growth(memory: dict, sessions: int) -> dict:
+    """The server's growth per session from warm to every session having a take (session state: takes, uploads),
+    and the workers' growth over the same time: pools filling up to `MUSEGEN_WORKERS` each, a fixed cost whatever
+    the number of sessions, so not divided by it."""
+    (server_warm, workers_warm), (server_all, workers_all) = memory["warm_mb"], memory["all_sessions_mb"]
+    return {
+        "growth_per_session_mb": (server_all - server_warm) / sessions,
+        "workers_growth_mb": workers_all - workers_warm,
+    }
+
+
 def summarise(sessions: list[Session], memory: dict, heavy: tuple[float, float]) -> dict:
     submits = [ms for s in sessions for _, ms in s.submits]
     during = [ms for s in sessions for when, ms in s.submits if heavy[0] <= when <= heavy[1] + 1]
-    memory["growth_per_session_mb"] = (sum(memory["all_sessions_mb"]) - sum(memory["warm_mb"])) / len(sessions)
+    memory.update(memory_growth(memory, len(sessions)))
     return {
         "sessions": len(sessions),
         "ratings_submitted": len(submits),
@@ -352,7 +363,8 @@ def markdown(result: dict) -> str:
         f"file {result['store']['ratings_naming_unknown_files']}, session errors {len(result['session_errors'])}; "
         f"heavy upload read in {result['heavy_upload_seconds']} s; memory, server + its workers: "
         f"{_mb(m['before_mb'])} (started) → {_mb(m['warm_mb'])} (one session warm) → {_mb(m['all_sessions_mb'])} "
-        f"(every session has a take) → {_mb(m['end_mb'])} MB (end): {m['growth_per_session_mb']:.1f} MB per session",
+        f"(every session has a take) → {_mb(m['end_mb'])} MB (end): {m['growth_per_session_mb']:.1f} MB per "
+        f"session (server), workers +{m['workers_growth_mb']:.0f} MB (pools filling)",
     ]
     return "\n".join(lines)
 
