@@ -29,7 +29,6 @@ import pytest
 
 from musegen_core import formats, workers
 from musegen_core.cli import main as cli_main
-from musegen_core.controls import Controls
 from musegen_core.errors import (
     CheckpointError,
     ControlError,
@@ -43,11 +42,8 @@ from musegen_core.errors import (
     WorkerError,
 )
 from musegen_core.formats import open_music_file, piece_to_midi
-from musegen_core.generate import continue_melody
-from musegen_core.models.registry import load_model, model_folder
 from musegen_core.music import Key, Note, Part, Piece, TimeSignature, piece_from_dict, piece_to_dict
 from musegen_core.render.audio import RenderSettings, render, render_in_process, render_uncached
-from musegen_core.render.notation import notation_svg
 from musegen_core.render.soundfonts import SoundFont, resolve_soundfont
 
 DATA = Path(__file__).parent / "data"
@@ -690,6 +686,8 @@ def _without_ids(svg: str) -> str:
 
 
 def test_notation_engraved_in_a_worker_is_the_notation_engraved_here() -> None:
+    from musegen_core.render.notation import notation_svg
+
     for width, projector in ((800, False), (1100, True)):
         isolated = workers.engrave_isolated(_melody(), width, projector)
         here = notation_svg(_melody(), width_px=width, projector=projector)
@@ -702,38 +700,62 @@ def test_notation_engraved_in_a_worker_is_the_notation_engraved_here() -> None:
 # Generating in a worker.
 
 
+# Reading workers import this module to run its test-only jobs (under a 600 MB address-space limit in one test), so
+# the generation tests import torch's side (controls, generate, models) inside the tests, never at module level.
+
+
+def _lstm_folk() -> Path:
+    from musegen_core.models.registry import model_folder
+
+    return model_folder("lstm-folk")
+
+
 def _generate(target: object, *args: object) -> object:
     return workers.run_in_worker(
         "generate", workers.GENERATING, workers.generate_limits(), target, *args, decode=lambda v, b: v
     )
 
 
+def _continue_in_a_worker(folder: Path, **controls: object) -> object:
+    from musegen_core.controls import Controls
+
+    part = controls.pop("part", 0)
+    return workers.continue_isolated(folder, _melody(), Controls(**controls), part_index=part)
+
+
 @pytest.mark.parametrize(
     "controls",
-    [Controls(bars=4, seed=3), Controls(bars=4, seed=5, style="irish", style_strength=4.0, key="D", mode="dorian")],
+    [
+        {"bars": 4, "seed": 3},
+        {"bars": 4, "seed": 5, "style": "irish", "style_strength": 4.0, "key": "D", "mode": "dorian"},
+    ],
     ids=["plain", "styled-in-D-dorian"],
 )
-def test_a_take_made_in_a_worker_is_the_take_made_here(controls: Controls) -> None:
-    isolated = workers.continue_isolated(model_folder("lstm-folk"), _melody(), controls)
-    assert isolated == continue_melody(load_model("lstm-folk"), _melody(), controls)
+def test_a_take_made_in_a_worker_is_the_take_made_here(controls: dict[str, object]) -> None:
+    from musegen_core.controls import Controls
+    from musegen_core.generate import continue_melody
+    from musegen_core.models.registry import load_model
+
+    isolated = _continue_in_a_worker(_lstm_folk(), **controls)
+    assert isolated == continue_melody(load_model("lstm-folk"), _melody(), Controls(**controls))
     assert isolated.generated.note_count > 0
 
 
 def test_a_takes_own_error_comes_back_with_its_message() -> None:
     with pytest.raises(ControlError, match="style must be one of"):
-        workers.continue_isolated(model_folder("lstm-folk"), _melody(), Controls(bars=2, style="reggae"))
+        _continue_in_a_worker(_lstm_folk(), bars=2, style="reggae")
     with pytest.raises(ControlError, match="part"):
-        workers.continue_isolated(model_folder("lstm-folk"), _melody(), Controls(bars=2), part_index=3)
+        _continue_in_a_worker(_lstm_folk(), bars=2, part=3)
 
 
 def test_a_worker_loads_a_model_again_when_its_checkpoint_changes(tmp_path: Path) -> None:
     folder = tmp_path / "lstm"
-    shutil.copytree(model_folder("lstm-folk"), folder)
-    assert workers.continue_isolated(folder, _melody(), Controls(bars=2)).generated.note_count > 0
+    shutil.copytree(_lstm_folk(), folder)
+    assert _continue_in_a_worker(folder, bars=2).generated.note_count > 0
     meta = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**meta, "sha256": "0" * 64}))  # a replaced checkpoint
     with pytest.raises(CheckpointError):  # loaded again, and checked: the weights no longer match
-        workers.continue_isolated(folder, _melody(), Controls(bars=2))
+        _continue_in_a_worker(folder, bars=2)
 
 
 def test_a_hanging_take_is_stopped_with_a_message_and_the_next_take_works(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -745,7 +767,7 @@ def test_a_hanging_take_is_stopped_with_a_message_and_the_next_take_works(monkey
         "many people are generating at once, try again in a moment."
     )
     monkeypatch.setenv(workers.GENERATE_TIMEOUT_ENV, "120")
-    assert workers.continue_isolated(model_folder("lstm-folk"), _melody(), Controls(bars=2)).generated.note_count
+    assert _continue_in_a_worker(_lstm_folk(), bars=2).generated.note_count > 0
 
 
 def test_generating_workers_give_way_to_the_server() -> None:
