@@ -92,13 +92,22 @@ def style_takes(
             f"the Style Gallery needs a style-conditioned model; this {family} model was trained without style "
             "labels. Pick a model that lists styles."
         )
-    takes = []
-    for style in styles:
-        controls = Controls(bars=bars, seed=seed, style=style)
-        continuation = continue_melody(model, prime, controls, part_index=part_index)
-        stats = describe(continuation.generated, bars, key_of(continuation.prime))
-        takes.append(StyleTake(style, continuation, controls, stats))
-    return takes
+    return [
+        style_take(style, continue_melody(model, prime, style_controls(style, bars, seed), part_index=part_index),
+                   bars, seed)
+        for style in styles
+    ]  # fmt: skip
+
+
+def style_controls(style: str, bars: int, seed: int) -> Controls:
+    """What every take of a gallery is made with: only the style differs."""
+    return Controls(bars=bars, seed=seed, style=style)
+
+
+def style_take(style: str, continuation: Continuation, bars: int, seed: int) -> StyleTake:
+    """A gallery's take in `style` (made with `style_controls(style, bars, seed)`), measured (`describe`)."""
+    stats = describe(continuation.generated, bars, key_of(continuation.prime))
+    return StyleTake(style, continuation, style_controls(style, bars, seed), stats)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -285,7 +294,12 @@ def make_gallery(model: MelodyModel, prime: Piece, *, part_index: int = 0, bars:
     Raises:
         ControlError: as `style_takes`.
     """
-    takes = style_takes(model, prime, part_index=part_index, bars=bars, seed=seed)
+    return gallery_of(style_takes(model, prime, part_index=part_index, bars=bars, seed=seed), bars, seed)
+
+
+def gallery_of(takes: Sequence[StyleTake], bars: int, seed: int) -> Gallery:
+    """The gallery of `takes` (one per style, all of the same prime, `bars` and `seed`): each take explained against
+    the others, the input melody's numbers and the shared roll axes."""
     explained = tuple(
         replace(
             take, explanation=(*_same_as(take, takes), *explain(take.stats, [o.stats for o in takes if o is not take]))

@@ -30,9 +30,9 @@ from musegen_core.feedback.store import check_rater, default_db_url, is_anonymou
 from musegen_core.formats import UPLOAD_EXTENSIONS, MusicFile, default_melody_part, describe_part, piece_to_midi
 from musegen_core.formats.abc import AbcTune
 from musegen_core.formats.typed import MAX_TYPED_CHARS, SYNTAX_HELP, Syntax, parse_typed
-from musegen_core.gallery import BUILTIN_FILE, Gallery, builtin_data, make_gallery
+from musegen_core.gallery import BUILTIN_FILE, Gallery, builtin_data, gallery_of
 from musegen_core.harmony.service import harmonize_melody
-from musegen_core.models.registry import ModelInfo, list_models, load_model, promoted
+from musegen_core.models.registry import ModelInfo, list_models, load_model, model_folder, promoted
 from musegen_core.music import Piece
 from musegen_core.render.analysis_plots import analysis_figure
 from musegen_core.render.audio import RenderSettings, render
@@ -48,7 +48,13 @@ from musegen_core.transcribe import (
     Transcription,
     requantise,
 )
-from musegen_core.workers import engrave_isolated, load_untrusted, open_untrusted, transcribe_untrusted
+from musegen_core.workers import (
+    engrave_isolated,
+    load_untrusted,
+    open_untrusted,
+    style_takes_isolated,
+    transcribe_untrusted,
+)
 
 log = logging.getLogger("musegen.ui")
 UPLOAD, HUM, TYPE, BUILT_IN = "Upload a file", "Hum or sing", "Type it", "Built-in tunes"
@@ -94,10 +100,11 @@ def load_tune(data: bytes, filename: str, tune_index: int) -> Piece:
 def gallery(
     data: bytes, filename: str, tune_index: int, part_index: int, model_name: str, bars: int, seed: int
 ) -> Gallery:
-    """The Style Gallery of one tune, cached per (file, tune, part, model, bars, seed): reruns are instant."""
-    return make_gallery(
-        model(model_name), load_tune(data, filename, tune_index), part_index=part_index, bars=bars, seed=seed
-    )
+    """The Style Gallery of one tune, its takes made in a generating worker (`workers.style_takes_isolated`), cached
+    per (file, tune, part, model, bars, seed): reruns are instant."""
+    prime = load_tune(data, filename, tune_index)
+    takes = style_takes_isolated(model_folder(model_name), prime, part_index=part_index, bars=bars, seed=seed)
+    return gallery_of(takes, bars, seed)
 
 
 @st.cache_data(show_spinner="Harmonizing…", max_entries=32)

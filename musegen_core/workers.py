@@ -6,16 +6,16 @@ them must cost one clear message, not the server. So the server parses uploads a
 worker processes, each job under a wall-clock timeout, an address-space limit and a CPU-time limit. A worker that
 overruns is killed; one that crashes, runs out of memory or answers anything unexpected is thrown away. The caller
 gets a `WorkerError` saying what happened and what to do next (a `ParseWorkerError`, which is also a `FormatError`,
-or a `RenderWorkerError`, also a `RenderError`); the next job gets a fresh worker.
+a `RenderWorkerError`, also a `RenderError`, or a `GenerateWorkerError`); the next job gets a fresh worker.
 
 Notation (music21 writing MusicXML, verovio engraving it) and generation run in workers too, for another reason:
 both are CPU-heavy, and notation was the largest share of the server's busy time under 30 sessions once takes were
-made in workers. Generation: a take is up to a few seconds of Python-heavy model code, and in
-the server process it held the interpreter lock that every other session's page runs and rating submits need (30
-students on two cores: a submit waited seconds behind other students' takes). A generating worker runs at a lower
-CPU priority (`GENERATE_NICENESS`), so the server answers clicks first; the take waits instead, while its student
-is still listening to the last one. It loads a model from its checkpoint folder (safetensors + JSON, the server's
-own models) on first use and keeps the last `GENERATOR_MODELS` it used, reloaded when a folder's checkpoint changes.
+made in workers. Generation: a take is up to a few seconds of Python-heavy model code, and in the server process it
+held the interpreter lock that every other session's page runs and rating submits need. A generating worker runs at a
+lower CPU priority (`GENERATE_NICENESS`), so the server answers clicks first; the take waits instead, while its
+student is still listening to the last one. It loads a model from its checkpoint folder (safetensors + JSON, the
+server's own models) on first use and keeps the last `GENERATOR_MODELS` it used, reloaded when a folder's checkpoint
+changes.
 
 Public API:
     open_untrusted(data, filename) -> MusicFile        `formats.open_music_file` in a reading worker
@@ -25,6 +25,8 @@ Public API:
     engrave_isolated(piece, width_px, projector) -> Engraving  `render.notation.notation_svg` in a rendering worker
     continue_isolated(folder, prime, controls, part_index) -> Continuation  `generate.continue_melody` with the
                                                         model in checkpoint folder `folder`, in a generating worker
+    style_takes_isolated(folder, prime, part_index, bars, seed) -> list[StyleTake]  the Style Gallery's takes
+                                                        (`gallery.style_takes`), in a generating worker
     run_in_worker(pool, activity, limits, target, *args, data=b"", decode=...)  any job, in "read", "listen",
                                                         "render" or "generate"
     parse_limits(), listen_limits(), render_limits(), generate_limits() -> Limits  the limits configured now
@@ -80,6 +82,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import importlib
 import json
@@ -112,6 +115,7 @@ from musegen_core.render.soundfonts import DEFAULT_SOUNDFONT_ID, SoundFont, reso
 
 if TYPE_CHECKING:  # imported where used: these need torch, which reading and rendering workers never load
     from musegen_core.controls import Controls
+    from musegen_core.gallery import StyleTake
     from musegen_core.generate import Continuation
     from musegen_core.render.notation import Engraving
     from musegen_core.transcribe import Transcription
@@ -219,6 +223,13 @@ def render_limits() -> Limits:
 GENERATING = Activity(
     "generating the take",
     "Try fewer bars or a lower style strength; if many people are generating at once, try again in a moment.",
+    GenerateWorkerError,
+)
+
+
+GENERATING_GALLERY = Activity(
+    "generating the gallery",
+    "Try fewer bars; if many people are generating at once, try again in a moment.",
     GenerateWorkerError,
 )
 
@@ -338,8 +349,46 @@ def _continue_job(folder: str, prime: dict[str, Any], controls: dict[str, Any], 
 
     model = _generator_model(Path(folder))
     take = continue_melody(model, piece_from_dict(prime), Controls.from_dict(controls), part_index=part_index)
+    return _continuation_to_dict(take), b""
+
+
+def style_takes_isolated(folder: Path, prime: Piece, *, part_index: int, bars: int, seed: int) -> list[StyleTake]:
+    """`gallery.style_takes` run in a generating worker, with the model whose checkpoint is in `folder`: one take
+    per style of the model, measured here.
+
+    Raises:
+        ControlError, CheckpointError: as `style_takes` and `load_checkpoint`; a `GenerateWorkerError` when the
+            worker overran a limit or failed.
+    """
+    args = str(folder), piece_to_dict(prime), part_index, bars, seed
+    decode = functools.partial(_style_takes, bars=bars, seed=seed)
+    return run_in_worker("generate", GENERATING_GALLERY, generate_limits(), _style_takes_job, *args, decode=decode)
+
+
+def _style_takes_job(folder: str, prime: dict[str, Any], part_index: int, bars: int, seed: int) -> Answer:
+    from musegen_core.gallery import style_takes
+
+    model = _generator_model(Path(folder))
+    takes = style_takes(model, piece_from_dict(prime), part_index=part_index, bars=bars, seed=seed)
+    return [[take.style, _continuation_to_dict(take.continuation)] for take in takes], b""
+
+
+def _style_takes(value: Any, blob: bytearray, *, bars: int, seed: int) -> list[StyleTake]:
+    """The gallery's takes from a style-takes job's answer: [style, continuation] pairs, at least one."""
+    from musegen_core.gallery import style_take
+
+    pairs = _checked(value, list)
+    if blob or not pairs:
+        raise ValueError("not a list of takes")
+    return [
+        style_take(_checked(style, str), _continuation(answer, bytearray()), bars, seed)
+        for style, answer in (_checked(pair, list, 2) for pair in pairs)
+    ]
+
+
+def _continuation_to_dict(take: Continuation) -> dict[str, Any]:
     answer = {"prime": piece_to_dict(take.prime), "generated": piece_to_dict(take.generated)}
-    return {**answer, "start_beats": take.start_beats}, b""
+    return {**answer, "start_beats": take.start_beats}
 
 
 def _generator_model(folder: Path) -> Any:

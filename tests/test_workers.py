@@ -770,6 +770,15 @@ def test_a_hanging_take_is_stopped_with_a_message_and_the_next_take_works(monkey
     assert _continue_in_a_worker(_lstm_folk(), bars=2).generated.note_count > 0
 
 
+def test_a_gallery_made_in_a_worker_is_the_gallery_made_here() -> None:
+    from musegen_core.gallery import style_takes
+    from musegen_core.models.registry import load_model
+
+    isolated = workers.style_takes_isolated(_lstm_folk(), _melody(), part_index=0, bars=2, seed=4)
+    assert isolated == style_takes(load_model("lstm-folk"), _melody(), bars=2, seed=4)
+    assert [take.style for take in isolated] == list(load_model("lstm-folk").styles)
+
+
 def test_generating_workers_give_way_to_the_server() -> None:
     ours = os.getpriority(os.PRIO_PROCESS, 0)
     assert os.getpriority(os.PRIO_PROCESS, _generate(_pid)) == min(19, ours + workers.GENERATE_NICENESS)
