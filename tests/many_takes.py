@@ -37,3 +37,15 @@ def assert_each_take_is_its_seeds(model, context: torch.Tensor, positions: torch
     for take, seed in zip(takes, seeds, strict=True):
         assert torch.equal(take, model.generate(context, positions, steps, generator=seeded(seed)[0], **options))
     assert not torch.equal(takes[0], takes[1]) and torch.equal(takes[1], takes[3])
+
+
+def assert_refuses_bad_generators(model, context: torch.Tensor, positions: torch.Tensor) -> None:
+    """Takes come back one row per generator (None: unseeded); a generators argument that is not a non-empty list of
+    CPU generators or None is refused, saying what it received."""
+    assert model.generate_many(context, positions, 8, generators=[None, *seeded(1, 2)]).shape == (3, 8)
+    with pytest.raises(ValueError, match=r"one generator .* per take \(received none\)"):
+        model.generate_many(context, positions, 8, generators=[])
+    with pytest.raises(ValueError, match="received a single generator"):
+        model.generate_many(context, positions, 8, generators=torch.Generator())
+    with pytest.raises(ValueError, match=r"CPU torch\.Generator or None \(received 7\)"):
+        model.generate_many(context, positions, 8, generators=[torch.Generator(), 7])

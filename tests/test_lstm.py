@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from many_takes import OPTIONS, assert_each_take_is_its_seeds, seeded
+from many_takes import OPTIONS, assert_each_take_is_its_seeds, assert_refuses_bad_generators
 from safetensors.torch import load_file, save_file
 
 from musegen_core import encoding
@@ -319,11 +319,4 @@ def test_each_take_of_generate_many_is_the_single_take_with_its_seed(options):
 
 
 def test_generate_many_returns_takes_by_steps_and_refuses_a_bad_generators_list():
-    model, context, positions = tiny_model(), torch.tensor([19, 1]), torch.arange(2 + 8) % 16
-    assert model.generate_many(context, positions, 8, generators=[None, *seeded(1, 2)]).shape == (3, 8)
-    with pytest.raises(ValueError, match=r"one generator .* per take \(received none\)"):
-        model.generate_many(context, positions, 8, generators=[])
-    with pytest.raises(ValueError, match="received a single generator"):
-        model.generate_many(context, positions, 8, generators=torch.Generator())
-    with pytest.raises(ValueError, match=r"CPU torch\.Generator or None \(received 7\)"):
-        model.generate_many(context, positions, 8, generators=[torch.Generator(), 7])
+    assert_refuses_bad_generators(tiny_model(), torch.tensor([19, 1]), torch.arange(2 + 8) % 16)
