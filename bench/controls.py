@@ -23,6 +23,11 @@ several candidates for each bar (`generate.focus_candidates`; `bench/style_focus
     .venv/bin/python bench/controls.py [--takes 50] [--bars 4] [--families lstm,transformer,vae,gan]
 
 Prints Markdown tables and writes bench/results/controls.json. Needs the corpus cache (`musegen data stats` builds it).
+On two cores, half the families in each of two processes, then one report:
+
+    .venv/bin/python bench/controls.py --families lstm,transformer --json /tmp/a.json &
+    .venv/bin/python bench/controls.py --families vae,gan --json /tmp/b.json; wait
+    .venv/bin/python bench/controls.py --json /tmp/a.json --merge /tmp/b.json   # b's families folded into a
 """
 
 from __future__ import annotations
@@ -255,7 +260,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=RESULTS)
     parser.add_argument("--update", action="store_true", help="replace only --families' entries in the --json report")
+    parser.add_argument("--merge", type=Path, help="measure nothing: fold this report's families into --json's")
     args = parser.parse_args(argv)
+    if args.merge:
+        into, other = json.loads(args.json.read_text()), json.loads(args.merge.read_text())
+        return write(summarised(updated(into, other) | {"seconds": into["seconds"] + other["seconds"]}), args.json)
     torch.set_num_threads(1)
     started = time.perf_counter()
     corpus = load_corpus(tuple(COLLECTIONS), progress=False)
@@ -295,6 +304,12 @@ def main(argv: list[str] | None = None) -> int:
         ]
     if args.update:
         result = updated(json.loads(args.json.read_text()), result)
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    return write(summarised(result), args.json)
+
+
+def summarised(result: dict) -> dict:
+    """`result` with the headline keys computed from its sweeps and style recognition."""
     for key, field in (("spearman", "spearman_means"), ("spearman_per_prime", "spearman_per_prime"),
                        ("spearman_takes", "spearman_takes")):  # fmt: skip
         result[key] = {f: {c: r[field] for c, r in rows.items()} for f, rows in result["sweeps"].items()}
@@ -304,11 +319,14 @@ def main(argv: list[str] | None = None) -> int:
         for f, rows in result["style_recognition"].items()
     }
     result["real_style_accuracy"] = result["real_style_recognition"]["hit_rate"]
-    result["seconds"] = round(time.perf_counter() - started, 1)
+    return result
+
+
+def write(result: dict, path: Path) -> int:
     print(markdown(result))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.json} in {result['seconds']} s")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {path} ({result['seconds']} s of measuring)")
     return 0
 
 

@@ -7,10 +7,13 @@ an 8-bar take (the default), listen (`--think-seconds`, 10 s on average: an 8-ba
 it stars, Save rating, pause again. `--think-seconds 0` is a stress test instead of a class. Measured:
 
 - rating submit: click on the enabled "Save rating" → the "rating #… saved" line is on screen (p50/p95/max, ms;
-  target p95 < 300); the star click before it, which enables the button, is not counted. Timed twice: by the page
-  itself (`performance.now()` at the button's pointerdown → a MutationObserver sees the line in the DOM: what the
-  student waits for) and by the driver (Playwright's click, with its actionability checks and round trips to the
-  browser, → its wait for the text: that plus the harness's own overhead);
+  target p95 < 300); the star click before it, which enables the button, is not counted. Timed by the server
+  (`bench/server_clock.py`: the rerun request taken off the websocket → the answer handed to it: what the server
+  adds, whatever the client's machine), by the tab's websocket as Chromium's DevTools report it, by the page itself
+  (`performance.now()` at the button's pointerdown → a MutationObserver sees the line in the DOM: what the student
+  waits for) and by the driver (Playwright's click, with its actionability checks and round trips to the browser, →
+  its wait for the text: that plus the harness's own overhead). With every tab on the server's two cores, the
+  browser-side times include each starved tab's own delays;
 - generate: click on "Generate" → the take's heading is on screen (p50/p95);
 - a heavy upload: halfway through, one extra session uploads a large MusicXML file; the others' submit latencies while
   it is being read are reported separately;
@@ -51,6 +54,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from server_clock import SAVED, read_times  # noqa: E402  (a sibling bench script: bench/ is on sys.path)
+
 from musegen_core.feedback import FeedbackStore  # noqa: E402
 from musegen_core.formats.midi import piece_to_midi  # noqa: E402
 from musegen_core.formats.musicxml import piece_to_musicxml  # noqa: E402
@@ -75,14 +80,15 @@ PAGE_TIMER = """() => {
   });
   observer.observe(document.body, { childList: true, subtree: true, characterData: true });
 }"""
-SAVED = b"saved."  # in the ForwardMsg (protobuf) that puts "rating #… saved." on the page
+SERVER_TIMES = "server-times.jsonl"  # what bench/server_clock.py writes in the run's folder
 
 
 class WireClock:
-    """The page's websocket traffic as Chromium's network stack timestamps it (DevTools protocol): from the first
-    frame the page sends after `arm()` (the Save click's rerun request) to the first frame it receives holding
-    "saved." — the server's answer time plus the loopback, without the time a CPU-starved tab takes to turn the
-    click into a message and the answer into pixels."""
+    """The page's websocket traffic as Chromium timestamps it (DevTools protocol): from the first frame the page
+    sends after `arm()` (the Save click's rerun request) to the first frame it receives holding "saved." — the
+    server's answer time plus the loopback, without the time a tab takes to turn the click into a message and the
+    answer into pixels. Chromium reports websocket frames from the tab's renderer, so a CPU-starved tab still adds
+    the time it takes to notice a frame; `bench/server_clock.py` times the server alone."""
 
     def __init__(self) -> None:
         self.armed = False
@@ -131,7 +137,8 @@ def start_server(folder: Path) -> tuple[subprocess.Popen, str, str]:
     db_url = f"sqlite:///{folder / 'ratings.sqlite3'}"
     port = free_port()
     env = {**os.environ, "MUSEGEN_DB_URL": db_url, "MUSEGEN_USER_MODELS_DIR": str(folder / "models")}
-    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless=true"]
+    clock = [str(ROOT / "bench" / "server_clock.py"), str(folder / SERVER_TIMES)]  # `streamlit run`, timing submits
+    command = [sys.executable, *clock, "run", "app.py", "--server.port", str(port), "--server.headless=true"]
     server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://localhost:{port}"
     deadline = time.monotonic() + 90
@@ -278,6 +285,7 @@ async def drive(args: argparse.Namespace, url: str, folder: Path, server_pid: in
         warm_up = Session(99, folder)  # loads the model, SoundFont and music21 once, before the class arrives
         await warm_up.one_round(await warm_up.open(await browser.new_context(), url), 0)
         memory["warm_mb"] = memory_mb(server_pid)
+        class_starts = time.time()
         contexts = [await browser.new_context(viewport={"width": 1200, "height": 900}) for _ in sessions]
         until = time.time() + 60 * args.minutes
         runs = [asyncio.create_task(s.run(c, url, until)) for s, c in zip(sessions, contexts, strict=True)]
@@ -290,7 +298,8 @@ async def drive(args: argparse.Namespace, url: str, folder: Path, server_pid: in
         heavy_window = await heavy
         memory["end_mb"] = memory_mb(server_pid)
         await browser.close()
-    return summarise(sessions, memory, heavy_window, arrived)
+    server_times = [(when, ms) for when, ms in read_times(folder / SERVER_TIMES) if when > class_starts]
+    return summarise(sessions, server_times, memory, heavy_window, arrived)
 
 
 def browser_command(folder: Path, nice: int) -> str:
@@ -315,13 +324,23 @@ def memory_growth(memory: dict, sessions: int) -> dict:
     }
 
 
-def summarise(sessions: list[Session], memory: dict, heavy: tuple[float, float], arrived: float) -> dict:
+def summarise(
+    sessions: list[Session],
+    server_times: list[tuple[float, float]],
+    memory: dict,
+    heavy: tuple[float, float],
+    arrived: float,
+) -> dict:
     """Percentiles over the whole run, and over the submits after `arrived` (every session had rated once: after
-    the class's arrival, when 30 tabs load the app and make their first take at once)."""
+    the class's arrival, when 30 tabs load the app and make their first take at once). `server_times`: (when, ms)
+    of each submit as the server timed it (`bench/server_clock.py`)."""
     submits = [ms for s in sessions for _, ms in s.submits]
+    if submits and not server_times:
+        raise SystemExit("bench/server_clock.py timed no submit: its hooks no longer match Streamlit's internals")
     during = [ms for s in sessions for when, ms in s.submits if heavy[0] <= when <= heavy[1] + 1]
     memory.update(memory_growth(memory, len(sessions)))
     timings = {
+        "submit_server_ms": server_times,
         "submit_ms": [when_ms for s in sessions for when_ms in s.submits],
         "submit_in_page_ms": [when_ms for s in sessions for when_ms in s.submits_in_page],
         "submit_on_wire_ms": [when_ms for s in sessions for when_ms in s.submits_on_wire],
@@ -355,7 +374,9 @@ def stored_leaks(db_url: str, sessions: int) -> dict:
 
 def markdown(result: dict) -> str:
     rows = [
-        ("rating submit, timed on the wire (server's answer)", result["submit_on_wire_ms"]),
+        ("rating submit, timed by the server (request in → answer out)", result["submit_server_ms"]),
+        ("… by the server, once every session has rated once", result["after_arrival"]["submit_server_ms"]),
+        ("rating submit, timed on the wire (the tab's websocket)", result["submit_on_wire_ms"]),
         ("rating submit, timed by the page", result["submit_in_page_ms"]),
         ("… on the wire, once every session has rated once", result["after_arrival"]["submit_on_wire_ms"]),
         ("… by the page, once every session has rated once", result["after_arrival"]["submit_in_page_ms"]),

@@ -1,0 +1,65 @@
+"""`streamlit run`, timing the rating submit inside the server: a bench-only wrapper for `bench/sessions.py`.
+
+    .venv/bin/python bench/server_clock.py TIMES.jsonl run app.py [streamlit options]
+
+Starts Streamlit exactly as `python -m streamlit` would, with two read-only hooks: the moment the server's event loop
+takes a session's rerun request off its websocket (`Runtime.handle_backmsg`), and the moment the answer holding
+"saved." has been handed to that websocket (`starlette.websockets.WebSocket.send_bytes`). The difference — the
+server's own answer time: queueing for the interpreter lock, the rerun, the database write, the message out — goes
+to TIMES.jsonl, one `{"when": unix time, "ms": …}` line per rating. The save click's rerun request is the last one
+before the answer (the star click's rerun has answered by then: it is what enables the button).
+
+Timing in the browser cannot separate this from the client's own delays here: with 30 tabs on the server's two
+cores, a tab learns of a frame only when its starved renderer gets to it (Chromium reports websocket frames from
+the renderer). The hooks lean on internals of the pinned Streamlit and Starlette (the session client's `_websocket`);
+if those change, no line is written, and `bench/sessions.py` stops with an error rather than report nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from starlette.websockets import WebSocket
+from streamlit.runtime.runtime import Runtime
+from streamlit.web import cli
+
+SAVED = b"saved."  # in the ForwardMsg (protobuf) that puts "rating #… saved." on the page
+
+
+def install(times: Path) -> None:
+    """Wrap the two methods so each saved rating's server time is appended to `times`."""
+    out = times.open("a", buffering=1)
+    asked: dict[int, float] = {}  # id(websocket) → monotonic time of its latest rerun request
+    handle_backmsg, send_bytes = Runtime.handle_backmsg, WebSocket.send_bytes
+
+    def timed_handle_backmsg(self, session_id, msg, *, client=None):
+        websocket = getattr(client, "_websocket", None)
+        if websocket is not None and msg.WhichOneof("type") == "rerun_script":
+            asked[id(websocket)] = time.monotonic()
+        return handle_backmsg(self, session_id, msg, client=client)
+
+    async def timed_send_bytes(self, data: bytes) -> None:
+        await send_bytes(self, data)
+        if SAVED in data and id(self) in asked:
+            ms = (time.monotonic() - asked.pop(id(self))) * 1000
+            out.write(json.dumps({"when": time.time(), "ms": round(ms, 2)}) + "\n")
+
+    Runtime.handle_backmsg = timed_handle_backmsg
+    WebSocket.send_bytes = timed_send_bytes
+
+
+def read_times(times: Path) -> list[tuple[float, float]]:
+    """(when, ms) of every saved rating in a TIMES.jsonl file (none if the server wrote none)."""
+    if not times.exists():
+        return []
+    rows = [json.loads(line) for line in times.read_text().splitlines() if line.strip()]
+    return [(row["when"], row["ms"]) for row in rows]
+
+
+if __name__ == "__main__":
+    install(Path(sys.argv[1]))
+    sys.argv = ["streamlit", *sys.argv[2:]]
+    cli.main(prog_name="streamlit")
