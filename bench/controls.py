@@ -201,7 +201,7 @@ def style_recognition(
     wanted = [e.style for e in excerpts]
     return {
         "style_strength": strength,
-        "candidates": focus_candidates(strength) if candidates is None else candidates,
+        "candidates": focus_candidates(strength, model.family) if candidates is None else candidates,
         "same_style": hit_rates(classifier.predict_batch(same), wanted),
         "other_style": hit_rates(classifier.predict_batch(other), wanted_other),
     }

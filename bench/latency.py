@@ -43,7 +43,8 @@ def percentile(values: list[float], q: float) -> float:
 
 
 # (label, style, style strength): any style; a style at the default strength (a guidance pass where honoured); the
-# strongest setting, where style focus judges 16 candidates per bar (`generate.focus_candidates`)
+# strongest setting, where style focus judges the family's most candidates per bar (`generate.focus_candidates`:
+# 16, the VAE 32, the GAN 64)
 CASES = (("any style", None, 2.0), ("irish", "irish", 2.0), ("irish, strength 4", "irish", 4.0))
 
 
@@ -100,7 +101,7 @@ def main() -> None:
     report = {
         "machine": {"cpu_count": torch.get_num_threads(), "platform": platform.platform()},
         "controls": "defaults; 'any style' (no guidance pass), 'irish' at the default style strength 2 and at 4 "
-        "(style focus: 16 candidates per bar, judged)",
+        "(style focus: the family's most candidates per bar — 16, VAE 32, GAN 64 — judged)",
         "prime": f"{PRIME_FILE.name} tune 1 ({prime.note_count} notes)",
         "repeats": args.repeats,
         "click_to_sound": per_model,

@@ -46,8 +46,9 @@ STRENGTH_HELP = (
 NO_MOOD = "no particular mood"
 STRENGTH_OF_STYLE_HELP = (
     "How hard the model leans on the chosen style: 1 as trained, 0 ignores it, above 1 it leans on the style while "
-    "it writes (not the GAN). Above 2 each bar is also written several times at once (2 at 2.5 … 16 at 4: up to a few "
-    "times slower) and the one that sounds most like the style is kept. Does nothing with 'any style'."
+    "it writes (not the GAN). Above 2 each bar is also written several times at once (2 at 2.5 … 16 at 4; the faster "
+    "VAE and GAN up to 32 and 64: up to a few times slower) and the one that sounds most like the style is kept. Does "
+    "nothing with 'any style'."
 )
 PITCHES = list(range(MIN_PITCH, MAX_PITCH + 1))
 COMPLEXITY_HELP = "−1 notes on the beat … +1 more syncopation (notes between the beats)."

@@ -19,7 +19,15 @@ from musegen_core.models.checkpoint import WEIGHTS, save_checkpoint
 from musegen_core.models.lstm import PRESETS as LSTM_PRESETS
 from musegen_core.models.lstm import MelodyLSTM
 from musegen_core.models.registry import list_models
-from musegen_core.models.style_judge import PRESETS, StyleJudge, load_judge, relative_tokens, shipped_judge
+from musegen_core.models.style_judge import (
+    LEAP,
+    PRESETS,
+    StyleJudge,
+    interval_tokens,
+    load_judge,
+    relative_tokens,
+    shipped_judge,
+)
 from musegen_core.music import Note, Part, Piece, TimeSignature
 from musegen_core.training.style_classifier_train import Windows
 from musegen_core.training.style_judge_train import fit
@@ -48,6 +56,16 @@ def test_relative_tokens_read_a_transposed_melody_the_same():
     judge = tiny_judge()
     together = judge.log_posteriors([(tune, 16), (up_a_fifth, 16)])
     assert np.allclose(together[0], together[1]) and np.allclose(np.exp(together).sum(axis=1), 1)
+
+
+def test_interval_rows_mark_each_note_by_its_leap_from_the_last():
+    tune = melody([60, 62, 59, 79, 79], step_length=2)  # up 2, down 3, up 20 (beyond an octave), repeat
+    rows = interval_tokens(np.concatenate([[encoding.REST], tune]))
+    onsets = [1, 3, 5, 7, 9]
+    assert rows[onsets].tolist() == [1, 2 + LEAP + 2, 2 + LEAP - 3, 2 + 2 * LEAP, 2 + LEAP]
+    assert not np.delete(rows, onsets).any()  # the rest and the holds: no note starts there
+    assert np.array_equal(interval_tokens(melody([67, 69, 66, 86, 86])), interval_tokens(tune))  # any key
+    assert interval_tokens([]).tolist() == []
 
 
 def test_a_judge_saves_and_loads_exactly_and_refuses_changed_weights(tmp_path):
@@ -96,9 +114,11 @@ def test_training_tells_two_made_up_styles_apart():
     assert np.mean([STYLES[p] == s for p, s in zip(predicted, test.styles, strict=True)]) > 0.9
 
 
-def test_focus_candidates_grow_with_the_style_strength():
-    counts = [focus_candidates(s) for s in (0, 0.5, 1, 1.5, 2, 2.5, 3, 3.5, 4)]
-    assert counts == sorted(counts) and counts[0] == counts[4] == 1 and counts[-1] == 16  # none up to the default
+def test_focus_candidates_grow_with_the_style_strength_up_to_the_familys_most():
+    strengths = (0, 0.5, 1, 1.5, 2, 2.5, 3, 3.5, 4)
+    for family, most in (("lstm", 16), ("transformer", 16), ("vae", 32), ("gan", 64), ("", 16)):
+        counts = [focus_candidates(s, family) for s in strengths]
+        assert counts == sorted(counts) and counts[0] == counts[4] == 1 and counts[-1] == most  # none up to 2
     assert candidate_seeds(7, 3)[0] == 7 and len(set(candidate_seeds(7, 8))) == 8
     assert all(0 <= seed < 2**31 for seed in candidate_seeds(2**31 - 1, 8))
 

@@ -121,8 +121,8 @@ Used by every model family at style strength above 1 (*style focus*): for each b
 and this judge keeps the one whose bars so far it finds most typical of the asked style. Not a generator (the picker
 leaves it out), and **not** the independent style classifier that benches score takes with: a
 {len(config.dilations)}-layer dilated convolutional network ({training["parameters"]:,} parameters) over the note
-sequence, each note relative to the window's median pitch, plus the position in the bar
-(`musegen_core/models/style_judge.py`).
+sequence, each note relative to the window's median pitch and by its interval from the note before, plus the
+position in the bar (`musegen_core/models/style_judge.py`).
 
 ## Data and licences
 {licences}
