@@ -3,11 +3,15 @@
     .venv/bin/python bench/server_clock.py TIMES.jsonl run app.py [streamlit options]
 
 Starts Streamlit exactly as `python -m streamlit` would, with two read-only hooks: the moment the server's event loop
-takes a session's rerun request off its websocket (`Runtime.handle_backmsg`), and the moment the answer holding
-"saved." has been handed to that websocket (`starlette.websockets.WebSocket.send_bytes`). The difference — the
-server's own answer time: queueing for the interpreter lock, the rerun, the database write, the message out — goes
-to TIMES.jsonl, one `{"when": unix time, "ms": …}` line per rating. The save click's rerun request is the last one
-before the answer (the star click's rerun has answered by then: it is what enables the button).
+takes a session's rerun request off its websocket (`Runtime.handle_backmsg`), and the moment a message answering it
+has been handed to that websocket (`starlette.websockets.WebSocket.send_bytes`). Two answers are timed — the
+server's own time for them: queueing for the interpreter lock and the CPU, the rerun, worker round trips, the
+database write, the message out — and go to TIMES.jsonl, one `{"kind", "when": unix time, "ms"}` line each:
+
+- "submit": the message holding "saved." (the save click's rerun request is the last one before it: the star
+  click's rerun has answered by then, it is what enables the button);
+- "take": the message holding a take's heading ("Take 3 — …"), after the Generate click's rerun request (in
+  `bench/sessions.py` no other full rerun follows a take before the next Generate).
 
 Timing in the browser cannot separate this from the client's own delays here: with 30 tabs on the server's two
 cores, a tab learns of a frame only when its starved renderer gets to it (Chromium reports websocket frames from
@@ -18,6 +22,7 @@ if those change, no line is written, and `bench/sessions.py` stops with an error
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -27,10 +32,12 @@ from streamlit.runtime.runtime import Runtime
 from streamlit.web import cli
 
 SAVED = b"saved."  # in the ForwardMsg (protobuf) that puts "rating #… saved." on the page
+# A take's heading is the title of its piano roll: in plotly's JSON, the dash may be escaped.
+ANSWERS = {"submit": re.compile(re.escape(SAVED)), "take": re.compile(rb"Take \d+ (?:\xe2\x80\x94|\\u2014)")}
 
 
 def install(times: Path) -> None:
-    """Wrap the two methods so each saved rating's server time is appended to `times`."""
+    """Wrap the two methods so each answer's server time is appended to `times`."""
     out = times.open("a", buffering=1)
     asked: dict[int, float] = {}  # id(websocket) → monotonic time of its latest rerun request
     handle_backmsg, send_bytes = Runtime.handle_backmsg, WebSocket.send_bytes
@@ -43,20 +50,21 @@ def install(times: Path) -> None:
 
     async def timed_send_bytes(self, data: bytes) -> None:
         await send_bytes(self, data)
-        if SAVED in data and id(self) in asked:
+        kind = next((kind for kind, marker in ANSWERS.items() if marker.search(data)), None)
+        if kind is not None and id(self) in asked:
             ms = (time.monotonic() - asked.pop(id(self))) * 1000
-            out.write(json.dumps({"when": time.time(), "ms": round(ms, 2)}) + "\n")
+            out.write(json.dumps({"kind": kind, "when": time.time(), "ms": round(ms, 2)}) + "\n")
 
     Runtime.handle_backmsg = timed_handle_backmsg
     WebSocket.send_bytes = timed_send_bytes
 
 
-def read_times(times: Path) -> list[tuple[float, float]]:
-    """(when, ms) of every saved rating in a TIMES.jsonl file (none if the server wrote none)."""
+def read_times(times: Path, kind: str) -> list[tuple[float, float]]:
+    """(when, ms) of every answer of `kind` in a TIMES.jsonl file (none if the server wrote none)."""
     if not times.exists():
         return []
     rows = [json.loads(line) for line in times.read_text().splitlines() if line.strip()]
-    return [(row["when"], row["ms"]) for row in rows]
+    return [(row["when"], row["ms"]) for row in rows if row["kind"] == kind]
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from server_clock import SAVED, read_times  # noqa: E402  (a sibling bench script: bench/ is on sys.path)
+from server_clock import ANSWERS, SAVED, read_times  # noqa: E402  (a sibling bench script: bench/ is on sys.path)
 
 from musegen_core.feedback import FeedbackStore  # noqa: E402
 from musegen_core.formats.midi import piece_to_midi  # noqa: E402
@@ -298,17 +298,26 @@ async def drive(args: argparse.Namespace, url: str, folder: Path, server_pid: in
         heavy_window = await heavy
         memory["end_mb"] = memory_mb(server_pid)
         await browser.close()
-    server_times = [(when, ms) for when, ms in read_times(folder / SERVER_TIMES) if when > class_starts]
+    server_times = {
+        kind: [(when, ms) for when, ms in read_times(folder / SERVER_TIMES, kind) if when > class_starts]
+        for kind in ANSWERS
+    }
     return summarise(sessions, server_times, memory, heavy_window, arrived)
 
 
 def browser_command(folder: Path, nice: int) -> str:
     """Chromium, or a wrapper that starts it (and so every tab process) at `nice`: the students' browsers then take
-    only the CPU the server leaves, as if each ran on their own laptop."""
+    only the CPU the server leaves, as if each ran on their own laptop.
+
+    Nice alone does not do that here: Playwright starts the browser in a session of its own (setsid), and with the
+    kernel's autogroup scheduling (`/proc/sys/kernel/sched_autogroup_enabled`) each session is a group that gets
+    an equal share of the CPU whatever its processes' nice values — and Chromium, run as root, raises some of its
+    threads to nice −8 inside its group. So the wrapper sets its new group's nice (`/proc/self/autogroup`) too."""
     if not nice:
         return CHROMIUM
     wrapper = folder / "chromium-niced"
-    wrapper.write_text(f'#!/bin/sh\nexec nice -n {nice} {CHROMIUM} "$@"\n')
+    group = f"echo {nice} > /proc/self/autogroup 2>/dev/null"  # absent without autogroup scheduling: then nice suffices
+    wrapper.write_text(f'#!/bin/sh\n{group}\nexec nice -n {nice} {CHROMIUM} "$@"\n')
     wrapper.chmod(0o755)
     return str(wrapper)
 
@@ -326,21 +335,22 @@ def memory_growth(memory: dict, sessions: int) -> dict:
 
 def summarise(
     sessions: list[Session],
-    server_times: list[tuple[float, float]],
+    server_times: dict[str, list[tuple[float, float]]],
     memory: dict,
     heavy: tuple[float, float],
     arrived: float,
 ) -> dict:
     """Percentiles over the whole run, and over the submits after `arrived` (every session had rated once: after
     the class's arrival, when 30 tabs load the app and make their first take at once). `server_times`: (when, ms)
-    of each submit as the server timed it (`bench/server_clock.py`)."""
+    of each submit and take as the server timed them (`bench/server_clock.py`), by kind."""
     submits = [ms for s in sessions for _, ms in s.submits]
-    if submits and not server_times:
+    if submits and not server_times["submit"]:
         raise SystemExit("bench/server_clock.py timed no submit: its hooks no longer match Streamlit's internals")
     during = [ms for s in sessions for when, ms in s.submits if heavy[0] <= when <= heavy[1] + 1]
     memory.update(memory_growth(memory, len(sessions)))
     timings = {
-        "submit_server_ms": server_times,
+        "submit_server_ms": server_times["submit"],
+        "generate_server_ms": server_times["take"],
         "submit_ms": [when_ms for s in sessions for when_ms in s.submits],
         "submit_in_page_ms": [when_ms for s in sessions for when_ms in s.submits_in_page],
         "submit_on_wire_ms": [when_ms for s in sessions for when_ms in s.submits_on_wire],
@@ -383,6 +393,8 @@ def markdown(result: dict) -> str:
         ("rating submit, timed by the driver", result["submit_ms"]),
         ("… while a heavy file is read", result["submit_ms_during_heavy_upload"]),
         ("generate (8-bar take, to screen)", result["generate_ms"]),
+        ("generate, timed by the server (request in → the take's heading out)", result["generate_server_ms"]),
+        ("… by the server, once every session has rated once", result["after_arrival"]["generate_server_ms"]),
     ]
     lines = ["| what | n | p50 ms | p95 ms | max ms |", "|---|---:|---:|---:|---:|"]
     for name, p in rows:
