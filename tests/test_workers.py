@@ -680,9 +680,13 @@ def test_a_crashing_synthesiser_costs_a_message_and_the_next_render_works() -> N
 
 def _without_ids(svg: str) -> str:
     """`svg` with verovio's element ids (new random ones on every engraving, also used in its CSS and classes)
-    replaced by one placeholder."""
-    ids = {part for value in re.findall(r'id="([^"]+)"', svg) for part in value.split("-") if len(part) >= 6}
-    return re.sub("|".join(sorted(map(re.escape, ids), key=len, reverse=True)), "ID", svg) if ids else svg
+    replaced by one placeholder. An id is a random token, or a SMuFL glyph code, a dash and the token; tokens can
+    be short (a small random number), so they are replaced as whole words, whatever their length."""
+    tokens = {value.rsplit("-", 1)[-1] for value in re.findall(r'id="([^"]+)"', svg)}
+    if not tokens:
+        return svg
+    words = "|".join(sorted(map(re.escape, tokens), key=len, reverse=True))
+    return re.sub(rf"(?<![A-Za-z0-9])(?:{words})(?![A-Za-z0-9])", "ID", svg)
 
 
 def test_notation_engraved_in_a_worker_is_the_notation_engraved_here() -> None:
