@@ -10,9 +10,10 @@ it stars, Save rating, pause again. `--think-seconds 0` is a stress test instead
   target p95 < 300); the star click before it, which enables the button, is not counted. Timed by the server
   (`bench/server_clock.py`: the rerun request taken off the websocket → the answer handed to it: what the server
   adds, whatever the client's machine), by the tab's websocket as Chromium's DevTools report it, by the page itself
-  (`performance.now()` at the button's pointerdown → a MutationObserver sees the line in the DOM: what the student
-  waits for) and by the driver (Playwright's click, with its actionability checks and round trips to the browser, →
-  its wait for the text: that plus the harness's own overhead). With every tab on the server's two cores, the
+  (the timestamp of the button's pointerdown, and of its release — the click event the button acts on — → a
+  MutationObserver sees the line in the DOM: what the student waits for) and by the driver (Playwright's click,
+  with its actionability checks and round trips to the browser, → its wait for the text: that plus the harness's
+  own overhead). With every tab on the server's two cores, the
   browser-side times include each starved tab's own delays;
 - generate: click on "Generate" → the take's heading is on screen (p50/p95);
 - a heavy upload: halfway through, one extra session uploads a large MusicXML file; the others' submit latencies while
@@ -29,7 +30,10 @@ it stars, Save rating, pause again. `--think-seconds 0` is a stress test instead
 
 Prints Markdown tables and writes bench/results/sessions.json. On the 2-core development machine the browser's tabs
 and the server share two cores; by default the browser runs at nice 19 (`--browser-nice`), so the server gets the CPU
-first, as it would with the students' browsers on their own machines; `--browser-nice 0` is the worst case.
+first, as it would with the students' browsers on their own machines; `--browser-nice 0` is the worst case. Starved
+that way, 30 tabs turn the server's answers into pixels slowly, so the last `--observers` sessions (default 3) run in
+a second browser that is not niced: their page times are what a student whose browser has CPU waits for while the
+server carries all 30 sessions.
 """
 
 from __future__ import annotations
@@ -65,16 +69,22 @@ RESULTS = ROOT / "bench" / "results" / "sessions.json"
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--mute-audio"]
 TIMEOUT_MS = 300_000
-# Installed in the page before a Save click: the milliseconds from the next pointerdown to a "saved." alert in the DOM
-# land in window.__musegenSubmitMs.
+# Installed in the page before a Save click. When the "saved." alert appears in the DOM, window.__musegenSubmit holds
+# the milliseconds since the button was pressed (pointerdown) and since it was released (the click event, which is
+# what the button acts on), both from the events' own timestamps. The two differ by the press itself: Playwright's
+# click sends the press and the release as separate round trips through its driver, which on a loaded machine can
+# hold the button down for a while — a student's finger does not wait for the server's CPU.
 PAGE_TIMER = """() => {
-  window.__musegenSubmitMs = null;
-  let clicked = null;
-  document.addEventListener("pointerdown", () => { clicked = performance.now(); }, { capture: true, once: true });
+  window.__musegenSubmit = null;
+  let pressed = null;
+  let released = null;
+  document.addEventListener("pointerdown", (event) => { pressed = event.timeStamp; }, { capture: true, once: true });
+  document.addEventListener("click", (event) => { released = event.timeStamp; }, { capture: true, once: true });
   const observer = new MutationObserver(() => {
     const alerts = document.querySelectorAll("[data-testid='stAlert']");
-    if (clicked !== null && [...alerts].some((alert) => alert.textContent.includes("saved."))) {
-      window.__musegenSubmitMs = performance.now() - clicked;
+    if (released !== null && [...alerts].some((alert) => alert.textContent.includes("saved."))) {
+      const now = performance.now();
+      window.__musegenSubmit = { fromPress: now - pressed, fromRelease: now - released };
       observer.disconnect();
     }
   });
@@ -178,15 +188,17 @@ def memory_mb(pid: int) -> tuple[float, float]:
 class Session:
     """One student: their own melody file, and the latencies they saw."""
 
-    def __init__(self, number: int, folder: Path, think_s: float = 0.0) -> None:
+    def __init__(self, number: int, folder: Path, think_s: float = 0.0, observer: bool = False) -> None:
         self.number = number
+        self.observer = observer  # in the browser that is not niced (`--observers`)
         self.think_s = think_s
         self.random = random.Random(number)
         self.notes = 12 + number  # unique per session
         self.file = folder / f"student-{number:02d}.mid"
         self.file.write_bytes(piece_to_midi(melody(self.notes)))
         self.submits: list[tuple[float, float]] = []  # (when, ms) as the driver times it
-        self.submits_in_page: list[tuple[float, float]] = []  # (when, ms) as the page times it
+        self.submits_in_page: list[tuple[float, float]] = []  # (when, ms) as the page times it, from the press
+        self.submits_from_release: list[tuple[float, float]] = []  # (when, ms) the same, from the release
         self.submits_on_wire: list[tuple[float, float]] = []  # (when, ms) as the browser's network stack times it
         self.wire = WireClock()
         self.generates: list[float] = []
@@ -224,9 +236,10 @@ class Session:
         await page.get_by_text("saved.").first.wait_for()
         when = time.time()
         self.submits.append((when, (time.perf_counter() - started) * 1000))
-        in_page = await page.evaluate("window.__musegenSubmitMs")
+        in_page = await page.evaluate("window.__musegenSubmit")
         if in_page is not None:
-            self.submits_in_page.append((when, in_page))
+            self.submits_in_page.append((when, in_page["fromPress"]))
+            self.submits_from_release.append((when, in_page["fromRelease"]))
         if self.wire.ms is not None:
             self.submits_on_wire.append((when, self.wire.ms))
         await self.think()  # changes a control or two before the next take
@@ -276,17 +289,22 @@ def percentiles(values: list[float]) -> dict:
 async def drive(args: argparse.Namespace, url: str, folder: Path, server_pid: int) -> dict:
     from playwright.async_api import async_playwright
 
-    sessions = [Session(i, folder, args.think_seconds) for i in range(args.sessions)]
+    observers = range(args.sessions - args.observers, args.sessions)
+    sessions = [Session(i, folder, args.think_seconds, i in observers) for i in range(args.sessions)]
     memory = {"before_mb": memory_mb(server_pid)}
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
             executable_path=browser_command(folder, args.browser_nice), headless=True, args=FLAGS
         )
+        unniced = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
         warm_up = Session(99, folder)  # loads the model, SoundFont and music21 once, before the class arrives
         await warm_up.one_round(await warm_up.open(await browser.new_context(), url), 0)
         memory["warm_mb"] = memory_mb(server_pid)
         class_starts = time.time()
-        contexts = [await browser.new_context(viewport={"width": 1200, "height": 900}) for _ in sessions]
+        contexts = [
+            await (unniced if s.observer else browser).new_context(viewport={"width": 1200, "height": 900})
+            for s in sessions
+        ]
         until = time.time() + 60 * args.minutes
         runs = [asyncio.create_task(s.run(c, url, until)) for s, c in zip(sessions, contexts, strict=True)]
         heavy = asyncio.create_task(heavy_upload(await browser.new_context(), url, folder, 30 * args.minutes))
@@ -298,6 +316,7 @@ async def drive(args: argparse.Namespace, url: str, folder: Path, server_pid: in
         heavy_window = await heavy
         memory["end_mb"] = memory_mb(server_pid)
         await browser.close()
+        await unniced.close()
     server_times = {
         kind: [(when, ms) for when, ms in read_times(folder / SERVER_TIMES, kind) if when > class_starts]
         for kind in ANSWERS
@@ -353,6 +372,11 @@ def summarise(
         "generate_server_ms": server_times["take"],
         "submit_ms": [when_ms for s in sessions for when_ms in s.submits],
         "submit_in_page_ms": [when_ms for s in sessions for when_ms in s.submits_in_page],
+        "submit_in_page_ms_observers": [when_ms for s in sessions if s.observer for when_ms in s.submits_in_page],
+        "submit_from_release_ms": [when_ms for s in sessions for when_ms in s.submits_from_release],
+        "submit_from_release_ms_observers": [
+            when_ms for s in sessions if s.observer for when_ms in s.submits_from_release
+        ],
         "submit_on_wire_ms": [when_ms for s in sessions for when_ms in s.submits_on_wire],
     }
     return {
@@ -387,9 +411,20 @@ def markdown(result: dict) -> str:
         ("rating submit, timed by the server (request in → answer out)", result["submit_server_ms"]),
         ("… by the server, once every session has rated once", result["after_arrival"]["submit_server_ms"]),
         ("rating submit, timed on the wire (the tab's websocket)", result["submit_on_wire_ms"]),
-        ("rating submit, timed by the page", result["submit_in_page_ms"]),
+        ("rating submit, timed by the page (from the press)", result["submit_in_page_ms"]),
+        ("… by the page, in the observers' unniced browser", result["submit_in_page_ms_observers"]),
+        ("… by the page from the release (the click the button acts on)", result["submit_from_release_ms"]),
+        ("… from the release, observers", result["submit_from_release_ms_observers"]),
         ("… on the wire, once every session has rated once", result["after_arrival"]["submit_on_wire_ms"]),
         ("… by the page, once every session has rated once", result["after_arrival"]["submit_in_page_ms"]),
+        (
+            "… by the page, observers, once every session has rated once",
+            result["after_arrival"]["submit_in_page_ms_observers"],
+        ),
+        (
+            "… from the release, observers, once every session has rated once",
+            result["after_arrival"]["submit_from_release_ms_observers"],
+        ),
         ("rating submit, timed by the driver", result["submit_ms"]),
         ("… while a heavy file is read", result["submit_ms_during_heavy_upload"]),
         ("generate (8-bar take, to screen)", result["generate_ms"]),
@@ -437,8 +472,17 @@ def main(argv: list[str] | None = None) -> int:
         help="a student's average pause after a take (listening) and after a rating (default 10; 0: a stress test, "
         "every session clicking as fast as the page answers)",
     )
+    parser.add_argument(
+        "--observers",
+        type=int,
+        default=3,
+        help="sessions (counted in --sessions) whose tabs run in a second, unniced browser: students whose browser "
+        "is not starved of CPU by the other tabs, so their page times show what the server's load costs a student",
+    )
     parser.add_argument("--json", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    if not 0 <= args.observers <= args.sessions:
+        parser.error("--observers must be between 0 and --sessions")
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="musegen-sessions-") as temporary:
         folder = Path(temporary)
@@ -453,6 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     result["minutes"] = args.minutes
     result["browser_nice"] = args.browser_nice
     result["think_seconds"] = args.think_seconds
+    result["observers"] = args.observers
     result["seconds"] = round(time.perf_counter() - started, 1)
     result["cpus"] = os.cpu_count()
     print(markdown(result))
