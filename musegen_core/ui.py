@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import plotly.graph_objects as go
 import streamlit as st
 
 from musegen_core import admin
@@ -519,9 +520,17 @@ def notation(piece: Piece, title: str, projector: bool, where: Any = st) -> None
         where.caption(engraving.note)
 
 
+@st.cache_resource(show_spinner=False, max_entries=64)
+def _analysis_figure(prime: Piece, take: Piece) -> go.Figure:
+    """Made once per prime and take and shared by every session: ~120 ms of CPU holding the interpreter lock
+    (music21's key estimate, plotly's subplots), paid on every rerun of a page showing a take before. Sharing the
+    figure object is safe: `st.plotly_chart` only reads it (it serialises a copy)."""
+    return analysis_figure(*compare(prime, take))
+
+
 def analysis(prime: Piece, take: Piece, where: Any = st) -> None:
     """Key, scale degrees, intervals, rhythm and range of the take next to the prime's."""
-    where.plotly_chart(analysis_figure(*compare(prime, take)), key=f"analysis-{hash((prime, take))}")
+    where.plotly_chart(_analysis_figure(prime, take), key=f"analysis-{hash((prime, take))}")
 
 
 @st.cache_data(show_spinner="Preparing the files…", max_entries=32)

@@ -220,3 +220,19 @@ def test_figure_of_a_melody_without_notes_has_no_range() -> None:
     assert len(figure.data) == 3 + 5
     assert all(value == 0 for value in figure.data[0].y)
     assert [trace.name for trace in figure.data if trace.showlegend] == ["Yours", "Model · C major"]
+
+
+def test_the_app_makes_a_takes_analysis_once_for_every_session_and_drawing_it_changes_nothing() -> None:
+    """The app shares one analysis figure per prime and take between reruns and sessions (`ui._analysis_figure`):
+    the second call is the same object, and drawing it with `st.plotly_chart` leaves it as it was."""
+    import streamlit as st
+
+    from musegen_core import ui
+
+    prime, take = Piece(parts=(C_MAJOR_TUNE,)), Piece(parts=(A_MINOR_TUNE,))
+    figure = ui._analysis_figure(prime, take)
+    before = figure.to_plotly_json()
+    st.plotly_chart(figure)
+    assert ui._analysis_figure(prime, take) is figure
+    assert figure.to_plotly_json() == before
+    assert ui._analysis_figure(take, prime) is not figure
