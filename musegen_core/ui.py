@@ -35,6 +35,7 @@ from musegen_core.gallery import BUILTIN_FILE, Gallery, builtin_data, gallery_of
 from musegen_core.harmony.service import harmonize_melody
 from musegen_core.models.registry import ModelInfo, list_models, load_model, model_folder, promoted
 from musegen_core.music import Piece
+from musegen_core.render import pianoroll
 from musegen_core.render.analysis_plots import analysis_figure
 from musegen_core.render.audio import RenderSettings, render
 from musegen_core.render.notation import Engraving
@@ -520,11 +521,16 @@ def notation(piece: Piece, title: str, projector: bool, where: Any = st) -> None
         where.caption(engraving.note)
 
 
+# Figures are made once per content and shared by every session and rerun (`st.cache_resource`): each page rerun
+# draws every figure again, and making one holds the interpreter lock every session's reruns need — a piano roll
+# ~16 ms, the analysis ~120 ms (music21's key estimate, plotly's subplots); a Compose rerun showing a take made three.
+# Sharing a figure object is safe: `st.plotly_chart` only reads it (it serialises a copy).
+piano_roll = st.cache_resource(show_spinner=False, max_entries=128)(pianoroll.piano_roll)
+takes_roll = st.cache_resource(show_spinner=False, max_entries=32)(pianoroll.takes_roll)
+
+
 @st.cache_resource(show_spinner=False, max_entries=64)
 def _analysis_figure(prime: Piece, take: Piece) -> go.Figure:
-    """Made once per prime and take and shared by every session: ~120 ms of CPU holding the interpreter lock
-    (music21's key estimate, plotly's subplots), paid on every rerun of a page showing a take before. Sharing the
-    figure object is safe: `st.plotly_chart` only reads it (it serialises a copy)."""
     return analysis_figure(*compare(prime, take))
 
 

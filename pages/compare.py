@@ -8,7 +8,7 @@ import streamlit as st
 from musegen_core import ui
 from musegen_core.compare import SEEDS, Pair
 from musegen_core.feedback import TAGS
-from musegen_core.render.pianoroll import PRIME_COLOR, TAKE_COLOR, RollLayer, piano_roll
+from musegen_core.render.pianoroll import PRIME_COLOR, TAKE_COLOR, RollLayer
 from musegen_core.studio import describe_piece
 
 B_COLOR = "#54A24B"
@@ -41,7 +41,7 @@ def show_pair(pair: Pair, revealed: bool) -> None:
     st.caption(describe_piece(pair.prime))
     left, right = st.columns([3, 2], vertical_alignment="center")
     left.plotly_chart(
-        piano_roll([RollLayer("Melody", pair.prime, PRIME_COLOR)], title="The melody", height=240), key="pair-prime"
+        ui.piano_roll([RollLayer("Melody", pair.prime, PRIME_COLOR)], title="The melody", height=240), key="pair-prime"
     )
     right.markdown("**The melody**")
     ui.audio(pair.prime, right)
@@ -51,7 +51,7 @@ def show_pair(pair: Pair, revealed: bool) -> None:
         heading = f"{letter}: {side.label}" if revealed else letter
         column.subheader(heading)
         column.plotly_chart(
-            piano_roll(
+            ui.piano_roll(
                 [RollLayer(f"Take {letter}", take.generated, color)], title=f"Take {letter}", height=260,
                 pitch_range=pitch_range, beat_range=beat_range,
             ),

@@ -19,9 +19,7 @@ from musegen_core.render.pianoroll import (
     ROLL_CONFIG,
     TAKE_COLOR,
     RollLayer,
-    piano_roll,
     set_layers,
-    takes_roll,
 )
 from musegen_core.studio import (
     ISOLATED,
@@ -64,7 +62,7 @@ MODE_HELP = (
 def show_prime(piece: Piece, part: int) -> None:
     melody = piece.only_part(part)
     st.caption(describe_piece(piece))
-    st.plotly_chart(piano_roll([RollLayer("Prime", melody, PRIME_COLOR)], title="Your melody"), config=ROLL_CONFIG)
+    st.plotly_chart(ui.piano_roll([RollLayer("Prime", melody, PRIME_COLOR)], title="Your melody"), config=ROLL_CONFIG)
     ui.audio(melody)
 
 
@@ -215,7 +213,7 @@ def show_latent(takes: LatentTakes) -> None:
     labels = takes.labels
     if takes.summary:
         st.info(takes.summary)
-    roll = piano_roll(set_layers(takes.laid_out(), labels), title=f"{title} — {takes.model.name}")
+    roll = ui.piano_roll(set_layers(takes.laid_out(), labels), title=f"{title} — {takes.model.name}")
     st.plotly_chart(roll, config=ROLL_CONFIG)
     st.markdown("**All in a row**")
     ui.audio(takes.in_a_row())
@@ -234,7 +232,7 @@ def show_take(state: ui.ComposeState) -> None:
     take = state.take
     result = take.continuation
     layers = [RollLayer("Prime", result.prime, PRIME_COLOR), RollLayer("Continuation", result.generated, TAKE_COLOR)]
-    roll = piano_roll(layers, title=f"Take {take.number} — {take.model.name}, seed {take.seed}")
+    roll = ui.piano_roll(layers, title=f"Take {take.number} — {take.model.name}, seed {take.seed}")
     st.plotly_chart(roll, config=ROLL_CONFIG)
     left, right = st.columns(2)
     left.markdown("**Prime + continuation**")
@@ -268,7 +266,7 @@ def compare_takes(state: ui.ComposeState, source: tuple[str, int, int]) -> None:
     overlaid = st.toggle("Overlay in one roll", value=True, key="compare-overlaid")
     picked = [labels[label] for label in chosen]
     if picked:
-        roll = takes_roll(
+        roll = ui.takes_roll(
             picked[0].continuation.prime, [(label, labels[label].continuation.generated) for label in chosen],
             overlaid=overlaid,
         )  # fmt: skip

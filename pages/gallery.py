@@ -9,7 +9,7 @@ import streamlit as st
 
 from musegen_core import ui
 from musegen_core.gallery import Gallery
-from musegen_core.render.pianoroll import PRIME_COLOR, SET_COLORS, RollLayer, piano_roll
+from musegen_core.render.pianoroll import PRIME_COLOR, SET_COLORS, RollLayer
 from musegen_core.studio import describe_piece
 
 STYLE_COLORS = SET_COLORS[1:]  # the input melody keeps PRIME_COLOR (blue) in every roll
@@ -51,7 +51,7 @@ def show_gallery(gallery: Gallery) -> None:
             RollLayer(take.label, take.continuation.generated, color),
         ]
         roll.plotly_chart(
-            piano_roll(layers, height=ROLL_HEIGHT, pitch_range=gallery.pitch_range, beat_range=gallery.beat_range),
+            ui.piano_roll(layers, height=ROLL_HEIGHT, pitch_range=gallery.pitch_range, beat_range=gallery.beat_range),
             key=f"roll-{take.style}",
         )
     st.divider()

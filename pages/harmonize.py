@@ -9,7 +9,7 @@ from musegen_core import ui
 from musegen_core.harmony.service import IDIOMS, regenerate_bars
 from musegen_core.hashing import bytes_sha256
 from musegen_core.music import Piece
-from musegen_core.render.pianoroll import piano_roll, set_layers
+from musegen_core.render.pianoroll import set_layers
 from musegen_core.studio import describe_piece
 
 MAX_SEED = 2**31 - 1
@@ -20,7 +20,7 @@ def show(result: Piece, choice: tuple) -> None:
     """Piano roll (a colour per voice), player, bar-range regeneration, notation and downloads."""
     st.markdown(f"**Result:** {describe_piece(result)}")
     parts = [result.only_part(i) for i in range(len(result.parts))]
-    st.plotly_chart(piano_roll(set_layers(parts, [p.name for p in result.parts]), height=420), key="harmony-roll")
+    st.plotly_chart(ui.piano_roll(set_layers(parts, [p.name for p in result.parts]), height=420), key="harmony-roll")
     ui.audio(result)
     regenerate(result, choice)
     ui.notation(result, "Score", projector=False)

@@ -231,8 +231,8 @@ def test_the_app_makes_a_takes_analysis_once_for_every_session_and_drawing_it_ch
 
     prime, take = Piece(parts=(C_MAJOR_TUNE,)), Piece(parts=(A_MINOR_TUNE,))
     figure = ui._analysis_figure(prime, take)
-    before = figure.to_plotly_json()
+    before = figure.to_json()
     st.plotly_chart(figure)
     assert ui._analysis_figure(prime, take) is figure
-    assert figure.to_plotly_json() == before
+    assert figure.to_json() == before
     assert ui._analysis_figure(take, prime) is not figure

@@ -178,3 +178,23 @@ def test_every_figure_has_the_white_look_without_naming_a_template() -> None:
     ]
     for figure in figures:
         assert figure.layout.template.layout.plot_bgcolor == "white"  # plotly_white, not plotly's blue-grey
+
+
+def test_the_app_shares_one_roll_per_content_and_drawing_it_changes_nothing() -> None:
+    """Pages draw rolls through `ui.piano_roll`, made once per layers and options and shared by reruns and
+    sessions: the same content gives the same figure object, other content or options another one, and
+    `st.plotly_chart` leaves a shared figure as it was."""
+    import streamlit as st
+
+    from musegen_core import ui
+
+    melody = _piece(Note(60, 0, 1), Note(64, 1, 1), Note(67, 2, 2))
+    layers = [RollLayer("Prime", melody, PRIME_COLOR)]
+    figure = ui.piano_roll(layers, title="Your melody")
+    before = figure.to_json()
+    st.plotly_chart(figure)
+    assert ui.piano_roll([RollLayer("Prime", melody, PRIME_COLOR)], title="Your melody") is figure
+    assert figure.to_json() == before
+    assert ui.piano_roll(layers, title="Another title") is not figure
+    moved = _piece(Note(60, 0, 1), Note(64, 1, 1), Note(69, 2, 2))  # one note differs
+    assert ui.piano_roll([RollLayer("Prime", moved, PRIME_COLOR)], title="Your melody") is not figure
