@@ -246,12 +246,17 @@ def show_take(state: ui.ComposeState) -> None:
 
 
 def look_closer(prime: Piece, take: Piece) -> None:
-    """Notation and analysis of the prime and the take, in tabs."""
-    notation_tab, analysis_tab = st.tabs(["Notation", "Analysis"])
+    """Notation and analysis of the prime and the take, in tabs; only the open one is drawn (switching reruns the
+    page). That keeps the page a student rates on small: the browser re-renders its elements at each step of every
+    rerun, a fragment's too (see README, Many sessions)."""
+    notation_tab, analysis_tab = st.tabs(["Notation", "Analysis"], key="look-closer", on_change="rerun")
+    # drawn whichever tab is open, so the choice survives a visit to the analysis
     projector = notation_tab.toggle("Projector size", key="projector", help="Larger notes for a class on one screen.")
-    ui.notation(prime, "Your melody", projector, notation_tab)
-    ui.notation(take, "The take", projector, notation_tab)
-    ui.analysis(prime, take, analysis_tab)
+    if notation_tab.open:
+        ui.notation(prime, "Your melody", projector, notation_tab)
+        ui.notation(take, "The take", projector, notation_tab)
+    if analysis_tab.open:
+        ui.analysis(prime, take, analysis_tab)
 
 
 def compare_takes(state: ui.ComposeState, source: tuple[str, int, int]) -> None:

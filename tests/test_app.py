@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +55,7 @@ def test_upload_generate_rate_is_stored(app: AppTest, tmp_path: Path) -> None:
     _labelled(app.slider, "Bars to add").set_value(4)
     _button(app, "Generate").click().run()
     assert not app.exception and not app.error
-    assert len(app.get("plotly_chart")) == 3  # the prime; prime + continuation; the analysis
+    assert len(app.get("plotly_chart")) == 2  # the prime; prime + continuation (the analysis tab is not open)
     assert len(app.get("audio")) == 3  # prime; prime + continuation; continuation only
     labels = [button.proto.label for button in app.get("download_button")]
     assert labels == ["MIDI", "MusicXML", "ABC", "WAV", "MP3"]
@@ -74,6 +75,21 @@ def test_upload_generate_rate_is_stored(app: AppTest, tmp_path: Path) -> None:
     assert rating.controls["bars"] == 4 and rating.seed == 0 and rating.model_name == "lstm-folk"
     generated = midi_to_piece(rating.generated_midi)
     assert generated.note_count > 0 and generated.time_signature == TimeSignature(2, 4)
+
+
+def test_the_take_s_notation_or_analysis_is_drawn_when_its_tab_is_open(app: AppTest) -> None:
+    """Only the open tab of "look closer" is drawn (a rerun when the student switches): the page a student rates on
+    stays small for the browser."""
+    app.file_uploader[0].upload("tune.mid", _melody_midi(), "audio/midi").run()
+    _button(app, "Generate").click().run()
+    assert len(app.get("html")) == 2 and len(app.get("plotly_chart")) == 2  # notation: the prime and the take
+
+    app.session_state["look-closer"] = "Analysis"
+    app.run()
+    assert not app.exception and not app.error
+    assert not app.get("html") and len(app.get("plotly_chart")) == 3  # the analysis instead of the notation
+    analysis = json.loads(app.get("plotly_chart")[2].proto.spec)
+    assert [trace["legendgroup"] for trace in analysis["data"]][:1] == ["Prime"]
 
 
 def test_same_seed_gives_the_same_take_in_the_app(app: AppTest) -> None:

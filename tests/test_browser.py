@@ -116,7 +116,7 @@ def test_upload_generate_listen_rate(server: tuple[str, str], page, tmp_path: Pa
 
     page.get_by_role("button", name="Generate").click()
     page.get_by_text("Take 1").first.wait_for()
-    assert page.locator(".js-plotly-plot").count() >= 2  # the prime's roll and the take's (the analysis is in a tab)
+    assert page.locator(".js-plotly-plot").count() == 2  # the prime's roll and the take's (the analysis is in a tab)
     notation = page.locator(".musegen-notation img")
     notation.nth(1).wait_for()  # the prime and the take, engraved
     assert notation.count() == 2 and all(
@@ -146,6 +146,11 @@ def test_upload_generate_listen_rate(server: tuple[str, str], page, tmp_path: Pa
 
     [rating] = FeedbackStore(db_url).recent()
     assert rating.stars == 5 and rating.prime_name == "jig.mid"
+
+    assert page.locator(".js-plotly-plot").count() == 2  # the analysis is drawn only when its tab is opened
+    page.get_by_role("tab", name="Analysis").click()
+    page.get_by_text("Intervals (% of steps)").wait_for()
+    assert page.locator(".js-plotly-plot").count() == 3 and not page.locator(".musegen-notation img").count()
 
 
 def test_vae_variations_play_in_the_browser(server: tuple[str, str], page, tmp_path: Path) -> None:
