@@ -11,9 +11,8 @@ it stars, Save rating, pause again. `--think-seconds 0` is a stress test instead
   (`bench/server_clock.py`: the rerun request taken off the websocket → the answer handed to it: what the server
   adds, whatever the client's machine), by the tab's websocket as Chromium's DevTools report it, by the page itself
   (the timestamp of the button's pointerdown → a MutationObserver sees the line in the DOM: what the student waits
-  for) and by the driver (Playwright's click,
-  with its actionability checks and round trips to the browser, → its wait for the text: that plus the harness's
-  own overhead). With every tab on the server's two cores, the
+  for) and by the driver (Playwright's click, with its actionability checks and round trips to the browser, → its
+  wait for the text: that plus the harness's own overhead). With every tab on the server's two cores, the
   browser-side times include each starved tab's own delays;
 - generate: click on "Generate" → the take's heading is on screen (p50/p95);
 - a heavy upload: halfway through, one extra session uploads a large MusicXML file; the others' submit latencies while
