@@ -13,6 +13,8 @@ database write, the message out — and go to TIMES.jsonl, one `{"kind", "when":
 - "take": the message holding a take's heading ("Take 3 — …"), after the Generate click's rerun request (in
   `bench/sessions.py` no other full rerun follows a take before the next Generate).
 
+A third hook times the database write inside a submit (`FeedbackStore.add`, the commit's fsync included): "store".
+
 Timing in the browser cannot separate this from the client's own delays here: with 30 tabs on the server's two
 cores, a tab learns of a frame only when its starved renderer gets to it (Chromium reports websocket frames from
 the renderer). The hooks lean on internals of the pinned Streamlit and Starlette (the session client's `_websocket`);
@@ -31,16 +33,22 @@ from starlette.websockets import WebSocket
 from streamlit.runtime.runtime import Runtime
 from streamlit.web import cli
 
+from musegen_core.feedback.store import FeedbackStore
+
 SAVED = b"saved."  # in the ForwardMsg (protobuf) that puts "rating #… saved." on the page
 # A take's heading is the title of its piano roll: in plotly's JSON, the dash may be escaped.
 ANSWERS = {"submit": re.compile(re.escape(SAVED)), "take": re.compile(rb"Take \d+ (?:\xe2\x80\x94|\\u2014)")}
+KINDS = (*ANSWERS, "store")  # what TIMES.jsonl lines can be
 
 
 def install(times: Path) -> None:
     """Wrap the two methods so each answer's server time is appended to `times`."""
     out = times.open("a", buffering=1)
     asked: dict[int, float] = {}  # id(websocket) → monotonic time of its latest rerun request
-    handle_backmsg, send_bytes = Runtime.handle_backmsg, WebSocket.send_bytes
+    handle_backmsg, send_bytes, add = Runtime.handle_backmsg, WebSocket.send_bytes, FeedbackStore.add
+
+    def write(kind: str, ms: float) -> None:
+        out.write(json.dumps({"kind": kind, "when": time.time(), "ms": round(ms, 2)}) + "\n")
 
     def timed_handle_backmsg(self, session_id, msg, *, client=None):
         websocket = getattr(client, "_websocket", None)
@@ -52,11 +60,18 @@ def install(times: Path) -> None:
         await send_bytes(self, data)
         kind = next((kind for kind, marker in ANSWERS.items() if marker.search(data)), None)
         if kind is not None and id(self) in asked:
-            ms = (time.monotonic() - asked.pop(id(self))) * 1000
-            out.write(json.dumps({"kind": kind, "when": time.time(), "ms": round(ms, 2)}) + "\n")
+            write(kind, (time.monotonic() - asked.pop(id(self))) * 1000)
+
+    def timed_add(self, rating):
+        started = time.monotonic()
+        try:
+            return add(self, rating)
+        finally:
+            write("store", (time.monotonic() - started) * 1000)
 
     Runtime.handle_backmsg = timed_handle_backmsg
     WebSocket.send_bytes = timed_send_bytes
+    FeedbackStore.add = timed_add
 
 
 def read_times(times: Path, kind: str) -> list[tuple[float, float]]:

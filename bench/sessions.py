@@ -11,8 +11,8 @@ it stars, Save rating, pause again. `--think-seconds 0` is a stress test instead
   (`bench/server_clock.py`: the rerun request taken off the websocket → the answer handed to it: what the server
   adds, whatever the client's machine), by the tab's websocket as Chromium's DevTools report it, by the page itself
   (the timestamp of the button's pointerdown → a MutationObserver sees the line in the DOM: what the student waits
-  for) and by the driver (Playwright's click, with its actionability checks and round trips to the browser, → its
-  wait for the text: that plus the harness's own overhead). With every tab on the server's two cores, the
+  for) and by the driver (Playwright's click, with its actionability checks and round trips to the browser, → the
+  page's observer answering it: that plus the harness's own overhead). With every tab on the server's two cores, the
   browser-side times include each starved tab's own delays;
 - generate: click on "Generate" → the take's heading is on screen (p50/p95);
 - a heavy upload: halfway through, one extra session uploads a large MusicXML file; the others' submit latencies while
@@ -57,7 +57,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from server_clock import ANSWERS, SAVED, read_times  # noqa: E402  (a sibling bench script: bench/ is on sys.path)
+from server_clock import KINDS, SAVED, read_times  # noqa: E402  (a sibling bench script: bench/ is on sys.path)
 
 from musegen_core.feedback import FeedbackStore  # noqa: E402
 from musegen_core.formats.midi import piece_to_midi  # noqa: E402
@@ -68,21 +68,25 @@ RESULTS = ROOT / "bench" / "results" / "sessions.json"
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--mute-audio"]
 TIMEOUT_MS = 300_000
-# Installed in the page before a Save click: the milliseconds from the next pointerdown (its event's timestamp) to a
-# "saved." alert in the DOM land in window.__musegenSubmitMs. (From the release instead — the click event, which the
-# button acts on — it is the same to 0.1 ms: Playwright's press and release follow each other at once.)
+# Installed in the page before a Save click: window.__musegenSaved, a promise of the milliseconds from the next
+# pointerdown (its event's timestamp) to a "saved." alert in the DOM. (From the release instead — the click event,
+# which the button acts on — it is the same to 0.1 ms: Playwright's press and release follow each other at once.)
+# The driver awaits the promise instead of a text locator: Playwright waits for text by querying every element's
+# text again at each animation frame, on the tab's main thread — ~35 ms of it per submit on this page, competing
+# with the page's own work for the time being measured.
 PAGE_TIMER = """() => {
-  window.__musegenSubmitMs = null;
   let pressed = null;
   document.addEventListener("pointerdown", (event) => { pressed = event.timeStamp; }, { capture: true, once: true });
-  const observer = new MutationObserver(() => {
-    const alerts = document.querySelectorAll("[data-testid='stAlert']");
-    if (pressed !== null && [...alerts].some((alert) => alert.textContent.includes("saved."))) {
-      window.__musegenSubmitMs = performance.now() - pressed;
-      observer.disconnect();
-    }
+  window.__musegenSaved = new Promise((resolve) => {
+    const observer = new MutationObserver(() => {
+      const alerts = document.querySelectorAll("[data-testid='stAlert']");
+      if (pressed !== null && [...alerts].some((alert) => alert.textContent.includes("saved."))) {
+        observer.disconnect();
+        resolve(performance.now() - pressed);
+      }
+    });
+    observer.observe(document.body, { childList: true, subtree: true, characterData: true });
   });
-  observer.observe(document.body, { childList: true, subtree: true, characterData: true });
 }"""
 SERVER_TIMES = "server-times.jsonl"  # what bench/server_clock.py writes in the run's folder
 
@@ -226,15 +230,21 @@ class Session:
         self.wire.arm()
         started = time.perf_counter()
         await save.click()
-        await page.get_by_text("saved.").first.wait_for()
+        in_page = await self.saved_after_click(page)
         when = time.time()
         self.submits.append((when, (time.perf_counter() - started) * 1000))
-        in_page = await page.evaluate("window.__musegenSubmitMs")
-        if in_page is not None:
-            self.submits_in_page.append((when, in_page))
+        self.submits_in_page.append((when, in_page))
         if self.wire.ms is not None:
             self.submits_on_wire.append((when, self.wire.ms))
         await self.think()  # changes a control or two before the next take
+
+    async def saved_after_click(self, page) -> float:
+        """The page timer's milliseconds, once the "saved." line is in the page (see `PAGE_TIMER`)."""
+        try:
+            return await asyncio.wait_for(page.evaluate("window.__musegenSaved"), TIMEOUT_MS / 1000)
+        except TimeoutError:
+            shown = await page.get_by_text("saved.").count()
+            raise TimeoutError(f"the page timer saw no 'saved.' line ({shown} on the page)") from None
 
     async def think(self) -> None:
         """A student's pause: `think_s` on average (uniformly 0.5–1.5 times it), none when it is 0."""
@@ -249,7 +259,7 @@ class Session:
                 await self.one_round(page, rounds)
                 rounds += 1
         except Exception as error:  # a session that breaks is counted, not fatal to the bench
-            lines = str(error).splitlines()  # Playwright names what it waited for in a later line
+            lines = str(error).splitlines() or [""]  # Playwright names what it waited for in a later line
             waited = next((line.strip() for line in lines if "waiting for" in line), "")
             self.errors.append(f"{type(error).__name__}: {lines[0][:200]} {waited[:200]}".rstrip())
 
@@ -311,7 +321,7 @@ async def drive(args: argparse.Namespace, url: str, folder: Path, server_pid: in
         await unniced.close()
     server_times = {
         kind: [(when, ms) for when, ms in read_times(folder / SERVER_TIMES, kind) if when > class_starts]
-        for kind in ANSWERS
+        for kind in KINDS
     }
     return summarise(sessions, server_times, memory, heavy_window, arrived)
 
@@ -331,6 +341,29 @@ def browser_command(folder: Path, nice: int) -> str:
     wrapper.write_text(f'#!/bin/sh\n{group}\nexec nice -n {nice} {CHROMIUM} "$@"\n')
     wrapper.chmod(0o755)
     return str(wrapper)
+
+
+@contextlib.contextmanager
+def browsers_temp(parent: str):
+    """Browsers started inside keep their temporary files (profiles, blobs paged out of memory: the WAVs their
+    players fetch) in a new folder under `parent`, removed afterwards; "" keeps the system's temporary folder.
+
+    With `--browser-temp /dev/shm` (the default, a memory file system) they do not write on the server's disk, as
+    the students' browsers on their own machines would not: 30 tabs here write ~1 GB to it in a 6-minute run, and
+    every database commit's fsync then waits behind their writes (ext4 flushes them in the same journal commit)."""
+    if not parent:
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="musegen-browsers-", dir=parent) as temporary:
+        before = os.environ.get("TMPDIR")
+        os.environ["TMPDIR"] = temporary  # read by Playwright's driver when it starts, and by the browsers it starts
+        try:
+            yield
+        finally:
+            if before is None:
+                del os.environ["TMPDIR"]
+            else:
+                os.environ["TMPDIR"] = before
 
 
 def memory_growth(memory: dict, sessions: int) -> dict:
@@ -362,6 +395,7 @@ def summarise(
     timings = {
         "submit_server_ms": server_times["submit"],
         "generate_server_ms": server_times["take"],
+        "store_write_ms": server_times["store"],
         "submit_ms": [when_ms for s in sessions for when_ms in s.submits],
         "submit_in_page_ms": [when_ms for s in sessions for when_ms in s.submits_in_page],
         "submit_in_page_ms_observers": [when_ms for s in sessions if s.observer for when_ms in s.submits_in_page],
@@ -398,6 +432,7 @@ def markdown(result: dict) -> str:
     rows = [
         ("rating submit, timed by the server (request in → answer out)", result["submit_server_ms"]),
         ("… by the server, once every session has rated once", result["after_arrival"]["submit_server_ms"]),
+        ("… of which the database write (commit and fsync)", result["store_write_ms"]),
         ("rating submit, timed on the wire (the tab's websocket)", result["submit_on_wire_ms"]),
         ("rating submit, timed by the page", result["submit_in_page_ms"]),
         ("… by the page, in the observers' unniced browser", result["submit_in_page_ms_observers"]),
@@ -461,6 +496,12 @@ def main(argv: list[str] | None = None) -> int:
         help="sessions (counted in --sessions) whose tabs run in a second, unniced browser: students whose browser "
         "is not starved of CPU by the other tabs, so their page times show what the server's load costs a student",
     )
+    parser.add_argument(
+        "--browser-temp",
+        default="/dev/shm",
+        help="where the browsers keep their temporary files (default /dev/shm: in memory, off the server's disk, as "
+        "on the students' own machines; \"\": the system's temporary folder, on the server's disk)",
+    )
     parser.add_argument("--json", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if not 0 <= args.observers <= args.sessions:
@@ -470,7 +511,8 @@ def main(argv: list[str] | None = None) -> int:
         folder = Path(temporary)
         server, url, db_url = start_server(folder)
         try:
-            result = asyncio.run(drive(args, url, folder, server.pid))
+            with browsers_temp(args.browser_temp):  # the server has started: its temporary files stay on its disk
+                result = asyncio.run(drive(args, url, folder, server.pid))
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -480,6 +522,7 @@ def main(argv: list[str] | None = None) -> int:
     result["browser_nice"] = args.browser_nice
     result["think_seconds"] = args.think_seconds
     result["observers"] = args.observers
+    result["browser_temp"] = args.browser_temp
     result["seconds"] = round(time.perf_counter() - started, 1)
     result["cpus"] = os.cpu_count()
     print(markdown(result))
