@@ -23,7 +23,9 @@ it stars, Save rating, pause again. `--think-seconds 0` is a stress test instead
   per pool, `MUSEGEN_WORKERS`), each reported, when started, after one warm-up session's first take (models,
   SoundFont and music21 loaded), once every session has a take, and at the end; growth per session = (every session −
   warm, both summed) / sessions. Models and SoundFonts are loaded once per process that uses them and shared by every
-  session, so per-session growth is session state (takes, uploads), not model copies.
+  session, so per-session growth is session state (takes, uploads), not model copies;
+- the server's own log: its output is kept, and its tracebacks and error or warning lines are counted and quoted in
+  the result (`server_log`), so that a session error can be matched with what the server said.
 
     .venv/bin/python bench/sessions.py [--sessions 30] [--minutes 3]
 
@@ -89,6 +91,7 @@ PAGE_TIMER = """() => {
   });
 }"""
 SERVER_TIMES = "server-times.jsonl"  # what bench/server_clock.py writes in the run's folder
+SERVER_LOG = "server.log"  # the server's output
 
 
 class WireClock:
@@ -147,7 +150,8 @@ def start_server(folder: Path) -> tuple[subprocess.Popen, str, str]:
     env = {**os.environ, "MUSEGEN_DB_URL": db_url, "MUSEGEN_USER_MODELS_DIR": str(folder / "models")}
     clock = [str(ROOT / "bench" / "server_clock.py"), str(folder / SERVER_TIMES)]  # `streamlit run`, timing submits
     command = [sys.executable, *clock, "run", "app.py", "--server.port", str(port), "--server.headless=true"]
-    server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with (folder / SERVER_LOG).open("wb") as log:  # the child keeps its own copy of the file
+        server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://localhost:{port}"
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
@@ -428,6 +432,14 @@ def stored_leaks(db_url: str, sessions: int) -> dict:
             "ratings_naming_unknown_files": sum(n for f, n in by_file.items() if f not in expected)}  # fmt: skip
 
 
+def server_log_problems(path: Path, keep: int = 40) -> dict:
+    """How many tracebacks and error or warning lines the server logged, and the first `keep` such lines: a session
+    error or a lost rating can then be matched with what the server said."""
+    lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+    flagged = [line for line in lines if any(word in line for word in ("Traceback", "ERROR", "WARNING", "Error"))]
+    return {"tracebacks": sum("Traceback" in line for line in lines), "flagged": len(flagged), "first": flagged[:keep]}
+
+
 def markdown(result: dict) -> str:
     rows = [
         ("rating submit, timed by the server (request in → answer out)", result["submit_server_ms"]),
@@ -458,6 +470,8 @@ def markdown(result: dict) -> str:
         f"sessions {result['sessions']}, ratings submitted {result['ratings_submitted']}, stored "
         f"{result['store']['ratings_stored']}, page leaks {result['page_leaks']}, stored ratings naming another "
         f"file {result['store']['ratings_naming_unknown_files']}, session errors {len(result['session_errors'])}; "
+        f"server log: {result['server_log']['tracebacks']} tracebacks, {result['server_log']['flagged']} error or "
+        "warning lines; "
         f"heavy upload read in {result['heavy_upload_seconds']} s; memory, server + its workers: "
         f"{_mb(m['before_mb'])} (started) → {_mb(m['warm_mb'])} (one session warm) → {_mb(m['all_sessions_mb'])} "
         f"(every session has a take) → {_mb(m['end_mb'])} MB (end): {m['growth_per_session_mb']:.1f} MB per "
@@ -517,6 +531,7 @@ def main(argv: list[str] | None = None) -> int:
             server.terminate()
             server.wait(timeout=30)
         result["store"] = stored_leaks(db_url, args.sessions)
+        result["server_log"] = server_log_problems(folder / SERVER_LOG)
     result["created"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     result["minutes"] = args.minutes
     result["browser_nice"] = args.browser_nice
