@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/server_clock.py TIMES.jsonl run app.py [streamlit options]
 
-Starts Streamlit exactly as `python -m streamlit` would, with two read-only hooks: the moment the server's event loop
+Starts Streamlit exactly as `python -m streamlit` would, with read-only hooks: the moment the server's event loop
 takes a session's rerun request off its websocket (`Runtime.handle_backmsg`), and the moment a message answering it
 has been handed to that websocket (`starlette.websockets.WebSocket.send_bytes`). Two answers are timed — the
 server's own time for them: queueing for the interpreter lock and the CPU, the rerun, worker round trips, the
@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -42,13 +43,16 @@ KINDS = (*ANSWERS, "store")  # what TIMES.jsonl lines can be
 
 
 def install(times: Path) -> None:
-    """Wrap the two methods so each answer's server time is appended to `times`."""
+    """Wrap the three methods so each answer's server time, and each database write's, is appended to `times`."""
     out = times.open("a", buffering=1)
+    lock = threading.Lock()  # lines come from the event loop (answers) and from script threads (database writes)
     asked: dict[int, float] = {}  # id(websocket) → monotonic time of its latest rerun request
     handle_backmsg, send_bytes, add = Runtime.handle_backmsg, WebSocket.send_bytes, FeedbackStore.add
 
     def write(kind: str, ms: float) -> None:
-        out.write(json.dumps({"kind": kind, "when": time.time(), "ms": round(ms, 2)}) + "\n")
+        line = json.dumps({"kind": kind, "when": time.time(), "ms": round(ms, 2)}) + "\n"
+        with lock:
+            out.write(line)
 
     def timed_handle_backmsg(self, session_id, msg, *, client=None):
         websocket = getattr(client, "_websocket", None)

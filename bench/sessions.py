@@ -55,6 +55,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from unittest import mock
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -358,16 +359,11 @@ def browsers_temp(parent: str):
     if not parent:
         yield
         return
-    with tempfile.TemporaryDirectory(prefix="musegen-browsers-", dir=parent) as temporary:
-        before = os.environ.get("TMPDIR")
-        os.environ["TMPDIR"] = temporary  # read by Playwright's driver when it starts, and by the browsers it starts
-        try:
-            yield
-        finally:
-            if before is None:
-                del os.environ["TMPDIR"]
-            else:
-                os.environ["TMPDIR"] = before
+    with (
+        tempfile.TemporaryDirectory(prefix="musegen-browsers-", dir=parent) as temporary,
+        mock.patch.dict(os.environ, {"TMPDIR": temporary}),  # read by Playwright's driver and the browsers it starts
+    ):
+        yield
 
 
 def memory_growth(memory: dict, sessions: int) -> dict:
